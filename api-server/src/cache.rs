@@ -1,0 +1,385 @@
+//! The read cache: one API (`get`, `put`, `invalidate`, `get_or_load`) over two backends, Redis
+//! (shared by every replica) and an in-process bounded cache (moka) when no Redis is configured.
+//!
+//! Values are the serialized JSON response bodies, so a hit is answered without touching the
+//! database or the serializer. The cache is an optimisation only: every failure is logged, counted in
+//! `cache_errors_total` and treated as a miss; a slow Redis is cut off by a timeout, and after a
+//! failure Redis is bypassed for a short while so an outage costs requests nothing.
+//!
+//! Invalidation runs after the transaction commits. Keys whose deletion failed are retried in the
+//! background until Redis answers, and every invalidation is repeated once shortly afterwards, which
+//! removes a value that a concurrent reader loaded from the database before the commit and stored
+//! after the first deletion.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::Expiry;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// Time to live of product entries.
+pub const PRODUCT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Time to live of every other entry.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// How long Redis is bypassed after it failed.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+/// Delay of the second, race-closing invalidation.
+const REINVALIDATE_AFTER: Duration = Duration::from_millis(500);
+/// Upper bound of keys remembered for a retried invalidation.
+const MAX_PENDING_INVALIDATIONS: usize = 100_000;
+
+/// A cache key: its keyspace (the part before the first `/`, used for metrics), full name and TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    keyspace: &'static str,
+    name: String,
+    ttl: Duration,
+}
+
+impl CacheKey {
+    /// `keyspace/suffix`, e.g. `CacheKey::new("product-cache", 7, PRODUCT_TTL)` → `product-cache/7`.
+    pub fn new(keyspace: &'static str, suffix: impl std::fmt::Display, ttl: Duration) -> CacheKey {
+        CacheKey {
+            keyspace,
+            name: format!("{keyspace}/{suffix}"),
+            ttl,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn keyspace(&self) -> &'static str {
+        self.keyspace
+    }
+}
+
+#[derive(Clone)]
+struct MemoryEntry {
+    value: Bytes,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl Expiry<String, MemoryEntry> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &MemoryEntry,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &MemoryEntry,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+enum Backend {
+    Redis(RedisBackend),
+    Memory(moka::future::Cache<String, MemoryEntry>),
+}
+
+struct RedisBackend {
+    connection: ConnectionManager,
+    timeout: Duration,
+    started: Instant,
+    /// Milliseconds since `started` before which Redis is not tried again.
+    bypass_until_ms: AtomicU64,
+    pending_invalidations: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CacheFailure {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis is bypassed after a recent failure")]
+    Bypassed,
+}
+
+impl RedisBackend {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn bypassed(&self) -> bool {
+        self.now_ms() < self.bypass_until_ms.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, CacheFailure> {
+        if self.bypassed() {
+            return Err(CacheFailure::Bypassed);
+        }
+        let mut connection = self.connection.clone();
+        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection))
+            .await
+            .map_err(|_| CacheFailure::Timeout(self.timeout))
+            .and_then(|result| result.map_err(CacheFailure::from));
+        if outcome.is_err() {
+            let until = self.now_ms() + u64::try_from(REDIS_BACKOFF.as_millis()).unwrap_or(1000);
+            self.bypass_until_ms.store(until, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    fn remember_failed_invalidation(&self, names: &[String]) {
+        let Ok(mut pending) = self.pending_invalidations.lock() else {
+            return;
+        };
+        for name in names {
+            if pending.len() >= MAX_PENDING_INVALIDATIONS {
+                tracing::error!(
+                    limit = MAX_PENDING_INVALIDATIONS,
+                    "too many cache invalidations waiting for Redis; some entries may stay stale until their TTL"
+                );
+                break;
+            }
+            pending.insert(name.clone());
+        }
+    }
+
+    fn take_pending(&self) -> Vec<String> {
+        match self.pending_invalidations.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The cache handle shared by all requests (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<CacheInner>,
+}
+
+struct CacheInner {
+    backend: Backend,
+    prefix: String,
+    metrics: Metrics,
+}
+
+impl Cache {
+    /// A Redis-backed cache. The connection is made lazily, so a Redis that is down at start-up only
+    /// makes every look-up a miss until it comes up.
+    pub fn redis(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> Result<Cache, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let cache = Cache {
+            inner: Arc::new(CacheInner {
+                backend: Backend::Redis(RedisBackend {
+                    connection,
+                    timeout,
+                    started: Instant::now(),
+                    bypass_until_ms: AtomicU64::new(0),
+                    pending_invalidations: Mutex::new(HashSet::new()),
+                }),
+                prefix: prefix.to_owned(),
+                metrics,
+            }),
+        };
+        cache.spawn_invalidation_retry();
+        Ok(cache)
+    }
+
+    /// An in-process cache bounded to `max_bytes` of values.
+    pub fn memory(max_bytes: u64, prefix: &str, metrics: Metrics) -> Cache {
+        let store = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &MemoryEntry| {
+                u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryTtl)
+            .build();
+        Cache {
+            inner: Arc::new(CacheInner {
+                backend: Backend::Memory(store),
+                prefix: prefix.to_owned(),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Redis(_) => "redis",
+            Backend::Memory(_) => "memory",
+        }
+    }
+
+    fn full_name(&self, key: &CacheKey) -> String {
+        format!("{}{}", self.inner.prefix, key.name)
+    }
+
+    fn record_error(&self, key: &CacheKey, operation: &'static str, failure: &CacheFailure) {
+        self.inner
+            .metrics
+            .cache_errors
+            .with_label_values(&[key.keyspace, operation])
+            .inc();
+        if !matches!(failure, CacheFailure::Bypassed) {
+            tracing::warn!(key = %key.name, operation, error = %failure, "cache operation failed");
+        }
+    }
+
+    /// The cached value, or `None` on a miss or any cache failure.
+    pub async fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        let name = self.full_name(key);
+        let outcome = match &self.inner.backend {
+            Backend::Memory(store) => Ok(store.get(&name).await.map(|entry| entry.value)),
+            Backend::Redis(redis) => redis
+                .run::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name).clone())
+                .await
+                .map(|value| value.map(Bytes::from)),
+        };
+        let result = match &outcome {
+            Ok(Some(_)) => "hit",
+            Ok(None) => "miss",
+            Err(failure) => {
+                self.record_error(key, "get", failure);
+                "error"
+            }
+        };
+        self.inner
+            .metrics
+            .cache_lookups
+            .with_label_values(&[key.keyspace, result])
+            .inc();
+        outcome.ok().flatten()
+    }
+
+    /// Stores a value under the key with the key's TTL; failures are logged and counted.
+    pub async fn put(&self, key: &CacheKey, value: Bytes) {
+        let name = self.full_name(key);
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                store
+                    .insert(
+                        name,
+                        MemoryEntry {
+                            value,
+                            ttl: key.ttl,
+                        },
+                    )
+                    .await;
+            }
+            Backend::Redis(redis) => {
+                let command = redis::cmd("SET")
+                    .arg(&name)
+                    .arg(value.as_ref())
+                    .arg("EX")
+                    .arg(key.ttl.as_secs().max(1))
+                    .clone();
+                if let Err(failure) = redis.run::<()>(command).await {
+                    self.record_error(key, "put", &failure);
+                }
+            }
+        }
+    }
+
+    /// Removes the keys now and once more shortly afterwards (see the module docs).
+    pub async fn invalidate(&self, keys: &[CacheKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        self.delete(keys).await;
+        let cache = self.clone();
+        let keys = keys.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep(REINVALIDATE_AFTER).await;
+            cache.delete(&keys).await;
+        });
+    }
+
+    async fn delete(&self, keys: &[CacheKey]) {
+        let names: Vec<String> = keys.iter().map(|key| self.full_name(key)).collect();
+        match &self.inner.backend {
+            Backend::Memory(store) => {
+                for name in &names {
+                    store.invalidate(name).await;
+                }
+            }
+            Backend::Redis(redis) => {
+                let command = redis::cmd("DEL").arg(&names).clone();
+                if let Err(failure) = redis.run::<i64>(command).await {
+                    self.record_error(&keys[0], "invalidate", &failure);
+                    redis.remember_failed_invalidation(&names);
+                }
+            }
+        }
+    }
+
+    fn spawn_invalidation_retry(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let Backend::Redis(redis) = &inner.backend else {
+                    return;
+                };
+                if redis.bypassed() {
+                    continue;
+                }
+                let names = redis.take_pending();
+                if names.is_empty() {
+                    continue;
+                }
+                let command = redis::cmd("DEL").arg(&names).clone();
+                match redis.run::<i64>(command).await {
+                    Ok(_) => tracing::info!(
+                        keys = names.len(),
+                        "retried cache invalidations reached Redis"
+                    ),
+                    Err(_) => redis.remember_failed_invalidation(&names),
+                }
+            }
+        });
+    }
+
+    /// Cache-aside read: the cached body, or `load()` serialized to JSON, stored and returned.
+    pub async fn get_or_load<T, F, Fut>(&self, key: &CacheKey, load: F) -> ApiResult<Bytes>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ApiResult<T>>,
+    {
+        if let Some(body) = self.get(key).await {
+            return Ok(body);
+        }
+        let value = load().await?;
+        let body = Bytes::from(serde_json::to_vec(&value).map_err(ApiError::internal)?);
+        self.put(key, body.clone()).await;
+        Ok(body)
+    }
+}

@@ -1,0 +1,65 @@
+//! SQL of the categories domain (read-only).
+
+use sqlx::{PgExecutor, PgPool};
+
+use super::model::{Category, SubCategory};
+
+macro_rules! select_categories {
+    () => {
+        "SELECT id, name, description, offered FROM categories"
+    };
+}
+macro_rules! select_sub_categories {
+    () => {
+        "SELECT id, name, description, category_id, offered FROM sub_categories"
+    };
+}
+
+pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::Error> {
+    sqlx::query_as(concat!(select_categories!(), " WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn all_categories(pool: &PgPool) -> Result<Vec<Category>, sqlx::Error> {
+    sqlx::query_as(concat!(select_categories!(), " ORDER BY id"))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn sub_category(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<SubCategory>, sqlx::Error> {
+    sqlx::query_as(concat!(select_sub_categories!(), " WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+pub async fn all_sub_categories(pool: &PgPool) -> Result<Vec<SubCategory>, sqlx::Error> {
+    sqlx::query_as(concat!(select_sub_categories!(), " ORDER BY id"))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn sub_categories_of(
+    pool: &PgPool,
+    category_id: i64,
+) -> Result<Vec<SubCategory>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        select_sub_categories!(),
+        " WHERE category_id = $1 ORDER BY id"
+    ))
+    .bind(category_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn category_exists(executor: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM categories WHERE id = $1)")
+        .bind(id)
+        .fetch_one(executor)
+        .await
+}

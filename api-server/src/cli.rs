@@ -1,0 +1,164 @@
+//! The program behind `plamatio-api`: parses the command line and runs `serve`, `migrate`, `openapi`
+//! or `keys generate`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::auth::{self, ApiKeys, Scope};
+use crate::cache::Cache;
+use crate::config::{Cli, Command, KeysCommand, LogFormat, ServeConfig};
+use crate::metrics::Metrics;
+use crate::middleware::EdgeConfig;
+use crate::{AppState, db, telemetry};
+
+/// Runs the command given on the command line.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(ServeConfig::from_defaults()).await,
+        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Migrate(config)) => {
+            telemetry::init_tracing(LogFormat::Pretty);
+            let pool = db::connect(&config)
+                .await
+                .context("connecting to PostgreSQL")?;
+            db::migrate(&pool).await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Openapi) => {
+            println!("{}", crate::openapi_document().to_pretty_json()?);
+            Ok(())
+        }
+        Some(Command::Keys {
+            command: KeysCommand::Generate { scope },
+        }) => {
+            let key = auth::generate_key();
+            let digest = auth::digest_hex(&key);
+            println!("key:    {key}");
+            println!("digest: {digest}");
+            println!("config: PLAMATIO_API_KEYS={}:{digest}", scope.as_str());
+            Ok(())
+        }
+    }
+}
+
+/// The edge settings of a serve configuration.
+pub fn edge_config(config: &ServeConfig) -> EdgeConfig {
+    EdgeConfig {
+        cors_origins: config
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        request_timeout: config.request_timeout(),
+    }
+}
+
+fn api_keys(config: &ServeConfig) -> anyhow::Result<ApiKeys> {
+    let mut keys = ApiKeys::parse(&config.api_keys).context("parsing PLAMATIO_API_KEYS")?;
+    if config.dev_keys {
+        let storefront = auth::generate_key();
+        let admin = auth::generate_key();
+        keys.add_key(&storefront, Scope::Storefront);
+        keys.add_key(&admin, Scope::Admin);
+        tracing::warn!(
+            "PLAMATIO_DEV_KEYS is set: generated keys for local use only, never in production"
+        );
+        println!("storefront key: {storefront}");
+        println!("admin key:      {admin}");
+    }
+    if keys.is_empty() {
+        tracing::warn!(
+            "no API keys configured (PLAMATIO_API_KEYS); every authenticated route will answer 401"
+        );
+    }
+    Ok(keys)
+}
+
+/// The shared state of a serve configuration: pool (migrated unless disabled), cache and keys.
+pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
+    let keys = api_keys(config)?;
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to PostgreSQL")?;
+    if !config.no_migrate {
+        db::migrate(&pool).await.context("applying migrations")?;
+    }
+    let metrics = Metrics::new().context("registering metrics")?;
+    let cache = match &config.redis_url {
+        Some(url) if !url.trim().is_empty() => Cache::redis(
+            url,
+            &config.cache_prefix,
+            config.redis_timeout(),
+            metrics.clone(),
+        )
+        .context("configuring the Redis cache")?,
+        _ => Cache::memory(
+            config.memory_cache_mib * 1024 * 1024,
+            &config.cache_prefix,
+            metrics.clone(),
+        ),
+    };
+    tracing::info!(cache = cache.backend_name(), "cache ready");
+    Ok(AppState {
+        pool,
+        cache,
+        keys: Arc::new(keys),
+        metrics,
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Serves the API until SIGINT/SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    telemetry::init_tracing(config.log_format);
+    let state = build_state(&config).await?;
+    let app = crate::app(state, &edge_config(&config));
+    let address: SocketAddr = format!("{}:{}", config.host, config.port)
+        .parse()
+        .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    tracing::info!(%address, "plamatio-api listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")
+}

@@ -1,0 +1,149 @@
+//! Command line and environment configuration (clap): the subcommands of the `plamatio-api` binary and
+//! every setting of the server, each readable from a flag or its environment variable.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::Scope;
+
+#[derive(Debug, Parser)]
+#[command(name = "plamatio-api", version, about = "Plamatio store API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default when no subcommand is given).
+    Serve(ServeConfig),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Print the OpenAPI document as JSON and exit.
+    Openapi,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new random API key and print it with the digest to configure.
+    Generate {
+        /// Scope of the new key.
+        #[arg(long, value_enum, default_value_t = Scope::Storefront)]
+        scope: Scope,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; the database is created when it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/plamatio"
+    )]
+    pub database_url: String,
+
+    /// Maximum number of pooled PostgreSQL connections.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: u32,
+
+    /// How long a request waits for a pooled connection before it fails with 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub database_acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.database_acquire_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Do not apply pending migrations at start-up.
+    #[arg(long, env = "PLAMATIO_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Redis URL for the shared cache; without it an in-process cache is used.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every cache key (lets several stores or test runs share one Redis).
+    #[arg(long, env = "PLAMATIO_CACHE_PREFIX", default_value = "")]
+    pub cache_prefix: String,
+
+    /// Timeout of one Redis operation; a slower Redis is treated as a cache miss.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 200)]
+    pub redis_timeout_ms: u64,
+
+    /// Size bound of the in-process cache, in MiB.
+    #[arg(long, env = "PLAMATIO_MEMORY_CACHE_MIB", default_value_t = 64)]
+    pub memory_cache_mib: u64,
+
+    /// API keys as comma-separated `scope:sha256hex` pairs (scope `storefront` or `admin`).
+    #[arg(long, env = "PLAMATIO_API_KEYS", default_value = "")]
+    pub api_keys: String,
+
+    /// Generate a storefront and an admin key at start-up and print them (local use only).
+    #[arg(long, env = "PLAMATIO_DEV_KEYS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub dev_keys: bool,
+
+    /// Allowed CORS origins, comma-separated; `*` inside a host matches one or more characters of a
+    /// DNS label (e.g. `https://shop-*.vercel.app`).
+    #[arg(
+        long,
+        env = "PLAMATIO_CORS_ORIGINS",
+        default_value = "http://localhost:3000,https://plamatio-frontend.vercel.app,https://plamatio-frontend-*.vercel.app,https://plamatio.pkural.ca"
+    )]
+    pub cors_origins: String,
+
+    /// Request timeout in milliseconds (504 past it).
+    #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Log format: `pretty` for terminals, `json` for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The configuration a `serve` without flags would get, for tests and tools.
+    pub fn from_defaults() -> Self {
+        let cli = Cli::parse_from(["plamatio-api", "serve"]);
+        match cli.command {
+            Some(Command::Serve(config)) => config,
+            _ => unreachable!("the serve subcommand always parses to Command::Serve"),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}

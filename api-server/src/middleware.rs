@@ -1,0 +1,245 @@
+//! The tower/tower-http layers around the router: request ids, tracing spans, CORS, compression,
+//! timeouts, body limits, panic catching, and the layer that gives every error the JSON shape of the
+//! contract (including the ones produced outside handlers: 404 routes, 405, 413, 504).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, error_response};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub cors_origins: Vec<String>,
+    pub request_timeout: Duration,
+}
+
+/// Generates UUIDv7 request ids.
+#[derive(Debug, Clone, Copy, Default)]
+struct MakeUuidV7;
+
+impl MakeRequestId for MakeUuidV7 {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// A client's request id is kept only when it is 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn is_acceptable_request_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+async fn drop_unacceptable_request_id(mut request: Request, next: Next) -> Response {
+    let acceptable = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .is_none_or(|value| is_acceptable_request_id(value.as_bytes()));
+    if !acceptable {
+        request.headers_mut().remove(&X_REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Replaces a non-JSON error body with the contract's `{code, message, details}`, keeping the
+/// status and headers (`Allow`, `Retry-After`, CORS).
+async fn json_error_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "endpoint not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("unimplemented", "method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_argument", "request body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_argument",
+            "unsupported media type, send application/json",
+        ),
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
+            ("deadline_exceeded", "request timed out")
+        }
+        StatusCode::TOO_MANY_REQUESTS => ("resource_exhausted", "rate limit exceeded"),
+        status if status.is_server_error() => ("internal", "internal error"),
+        _ => ("invalid_argument", "bad request"),
+    };
+    let (mut parts, _) = response.into_parts();
+    let replacement = error_response(status, code, message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    let (replacement_parts, body) = replacement.into_parts();
+    parts.headers.extend(replacement_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+/// Matches an `Origin` against a configured pattern; `*` stands for one or more characters of a
+/// single DNS label (`[A-Za-z0-9-]`).
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern.eq_ignore_ascii_case(origin),
+        Some((prefix, suffix)) => {
+            origin.len() > prefix.len() + suffix.len()
+                && origin[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && origin[origin.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && origin[prefix.len()..origin.len() - suffix.len()]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        }
+    }
+}
+
+fn cors_layer(origins: Vec<String>) -> CorsLayer {
+    let allow_origin = AllowOrigin::predicate(move |origin: &HeaderValue, _parts| {
+        origin.to_str().is_ok_and(|origin| {
+            origins
+                .iter()
+                .any(|pattern| origin_matches(pattern, origin))
+        })
+    });
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            X_REQUEST_ID,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            X_REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        scope = tracing::field::Empty,
+    )
+}
+
+/// The answer for paths no route matches.
+pub async fn endpoint_not_found() -> ApiError {
+    ApiError::NotFound("endpoint not found".into())
+}
+
+/// Wraps the router in every edge layer, outermost first.
+pub fn wrap(router: Router, config: &EdgeConfig) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(drop_unacceptable_request_id))
+            .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeUuidV7))
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(cors_layer(config.cors_origins.clone()))
+            .layer(CompressionLayer::new())
+            .layer(middleware::from_fn(json_error_bodies))
+            .layer(CatchPanicLayer::new())
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                config.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_origin_matches_one_label() {
+        let pattern = "https://plamatio-frontend-*.vercel.app";
+        assert!(origin_matches(
+            pattern,
+            "https://plamatio-frontend-git-main-x.vercel.app"
+        ));
+        assert!(!origin_matches(
+            pattern,
+            "https://plamatio-frontend-.vercel.app"
+        ));
+        assert!(!origin_matches(
+            pattern,
+            "https://plamatio-frontend-a.b.vercel.app"
+        ));
+        assert!(!origin_matches(
+            pattern,
+            "https://evil.com/https://plamatio-frontend-a.vercel.app"
+        ));
+        assert!(origin_matches(
+            "http://localhost:3000",
+            "http://localhost:3000"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:3000",
+            "http://localhost:3001"
+        ));
+    }
+
+    #[test]
+    fn request_id_rules() {
+        assert!(is_acceptable_request_id(b"abc-123_x.y"));
+        assert!(!is_acceptable_request_id(b""));
+        assert!(!is_acceptable_request_id(b"a b"));
+        assert!(!is_acceptable_request_id(&[b'a'; 129]));
+        assert!(is_acceptable_request_id(&[b'a'; 128]));
+    }
+}

@@ -1,0 +1,211 @@
+//! SQL of the products domain. Reads take the pool; mutations take the caller's transaction.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use super::model::{Product, ValidProduct};
+use crate::cart::model::CartItem;
+
+/// The columns of a `Product`, from `products p`.
+macro_rules! product_columns {
+    () => {
+        "p.id, p.name, p.description, p.category_id, p.sub_category_id, p.image_url, p.price, \
+         p.previous_price, p.offered"
+    };
+}
+
+pub async fn product(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p WHERE p.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// The product row, locked until the transaction ends.
+pub async fn product_for_update(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Option<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p WHERE p.id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn all(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p ORDER BY p.id"
+    ))
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn by_category(
+    executor: impl PgExecutor<'_>,
+    category_id: i64,
+) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p WHERE p.category_id = $1 ORDER BY p.id"
+    ))
+    .bind(category_id)
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn by_sub_category(
+    executor: impl PgExecutor<'_>,
+    sub_category_id: i64,
+) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p WHERE p.sub_category_id = $1 ORDER BY p.id"
+    ))
+    .bind(sub_category_id)
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p \
+         JOIN hero_products h ON h.product_id = p.id ORDER BY p.id"
+    ))
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn hero_of_category(
+    executor: impl PgExecutor<'_>,
+    category_id: i64,
+) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p \
+         JOIN category_hero_products c ON c.product_id = p.id \
+         WHERE c.category_id = $1 ORDER BY p.id"
+    ))
+    .bind(category_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Products whose name or description contains the pattern (already LIKE-escaped).
+pub async fn search(
+    executor: impl PgExecutor<'_>,
+    like_pattern: &str,
+) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products p \
+         WHERE p.name ILIKE $1 ESCAPE '\\' OR p.description ILIKE $1 ESCAPE '\\' ORDER BY p.id"
+    ))
+    .bind(like_pattern)
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn insert(
+    connection: &mut PgConnection,
+    product: &ValidProduct,
+) -> Result<Product, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO products AS p (name, description, category_id, sub_category_id, image_url, \
+         price, previous_price, offered) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         RETURNING ",
+        product_columns!(),
+        ""
+    ))
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.category)
+    .bind(product.sub_category)
+    .bind(&product.image_url)
+    .bind(product.price)
+    .bind(product.previous_price)
+    .bind(product.offered)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn update(
+    connection: &mut PgConnection,
+    id: i64,
+    product: &ValidProduct,
+) -> Result<Product, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE products AS p SET name = $2, description = $3, category_id = $4, \
+         sub_category_id = $5, image_url = $6, price = $7, previous_price = $8, offered = $9 \
+         WHERE p.id = $1 RETURNING ",
+        product_columns!(),
+        ""
+    ))
+    .bind(id)
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.category)
+    .bind(product.sub_category)
+    .bind(&product.image_url)
+    .bind(product.price)
+    .bind(product.previous_price)
+    .bind(product.offered)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(id)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+pub async fn is_ordered(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM order_items WHERE product_id = $1)")
+        .bind(id)
+        .fetch_one(connection)
+        .await
+}
+
+/// Categories whose hero list shows the product.
+pub async fn hero_categories_of(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT category_id FROM category_hero_products WHERE product_id = $1")
+        .bind(id)
+        .fetch_all(connection)
+        .await
+}
+
+/// Removes the product from every cart, returning the removed rows.
+pub async fn remove_from_carts(
+    connection: &mut PgConnection,
+    product_id: i64,
+) -> Result<Vec<CartItem>, sqlx::Error> {
+    sqlx::query_as(
+        "DELETE FROM cart_items WHERE product_id = $1 RETURNING id, product_id, quantity, user_id",
+    )
+    .bind(product_id)
+    .fetch_all(connection)
+    .await
+}

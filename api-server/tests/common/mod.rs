@@ -1,0 +1,260 @@
+//! Test harness: every test gets its own freshly migrated PostgreSQL database (so tests run in
+//! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use plamatio_api::auth::{ApiKeys, Scope, generate_key};
+use plamatio_api::cache::Cache;
+use plamatio_api::config::ServeConfig;
+use plamatio_api::metrics::Metrics;
+use plamatio_api::{AppState, cli, db};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tower::ServiceExt;
+
+/// The PostgreSQL server tests use (without a database name).
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub enum CacheKind {
+    Memory,
+    Redis(String),
+}
+
+pub struct TestApp {
+    pub router: Router,
+    pub pool: PgPool,
+    pub state: AppState,
+    pub storefront_key: String,
+    pub admin_key: String,
+    pub cache_prefix: String,
+    database: String,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an error response of the contract's shape and returns its message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert!(
+            self.body.get("details").is_some(),
+            "details key missing: {}",
+            self.body
+        );
+        self.body["message"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn create_database() -> (String, PgPool) {
+    let server = server_url();
+    let name = format!("plamatio_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL is required for the tests and is not reachable at {server}: {error}")
+        });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let pool = PgPoolOptions::new()
+        .max_connections(12)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&format!("{server}/{name}"))
+        .await
+        .expect("connect to test database");
+    db::migrate(&pool)
+        .await
+        .expect("migrations apply to an empty database");
+    (name, pool)
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::with_cache(CacheKind::Memory).await
+    }
+
+    pub async fn with_redis() -> TestApp {
+        TestApp::with_cache(CacheKind::Redis(redis_url())).await
+    }
+
+    pub async fn with_cache(kind: CacheKind) -> TestApp {
+        let (database, pool) = create_database().await;
+        let metrics = Metrics::new().expect("metrics");
+        let cache_prefix = format!("test:{database}:");
+        let cache = match kind {
+            CacheKind::Memory => Cache::memory(16 * 1024 * 1024, &cache_prefix, metrics.clone()),
+            CacheKind::Redis(url) => Cache::redis(
+                &url,
+                &cache_prefix,
+                Duration::from_millis(300),
+                metrics.clone(),
+            )
+            .expect("redis url parses"),
+        };
+        let storefront_key = generate_key();
+        let admin_key = generate_key();
+        let mut keys = ApiKeys::default();
+        keys.add_key(&storefront_key, Scope::Storefront);
+        keys.add_key(&admin_key, Scope::Admin);
+        let state = AppState {
+            pool: pool.clone(),
+            cache,
+            keys: Arc::new(keys),
+            metrics,
+        };
+        let config = ServeConfig::from_defaults();
+        let router = plamatio_api::app(state.clone(), &cli::edge_config(&config));
+        TestApp {
+            router,
+            pool,
+            state,
+            storefront_key,
+            admin_key,
+            cache_prefix,
+            database,
+        }
+    }
+
+    /// Sends a request; `auth` is the full `Authorization` header value, if any.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+        extra_headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(auth) = auth {
+            builder = builder.header("authorization", auth);
+        }
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        for (name, value) in extra_headers {
+            builder = builder.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => Body::from(serde_json::to_vec(json).expect("serialize body")),
+            None => Body::empty(),
+        };
+        self.send_request(builder.body(body).expect("request builds"))
+            .await
+    }
+
+    pub async fn send_request(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let raw = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    fn bearer(key: &str) -> String {
+        format!("Bearer {key}")
+    }
+
+    /// GET with the storefront key.
+    pub async fn get(&self, path: &str) -> TestResponse {
+        let auth = Self::bearer(&self.storefront_key);
+        self.send(Method::GET, path, Some(&auth), None, &[]).await
+    }
+
+    /// A request with the admin key.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> TestResponse {
+        let auth = Self::bearer(&self.admin_key);
+        self.send(method, path, Some(&auth), body, &[]).await
+    }
+
+    /// A request with the storefront key.
+    pub async fn storefront(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        let auth = Self::bearer(&self.storefront_key);
+        self.send(method, path, Some(&auth), body, &[]).await
+    }
+
+    /// The ids of a `{"data": [...]}` response, in order.
+    pub fn ids(response: &TestResponse) -> Vec<i64> {
+        response.body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a data list: {}", response.body))
+            .iter()
+            .map(|item| item["id"].as_i64().expect("integer id"))
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let name = self.database.clone();
+        let server = server_url();
+        // Drop the database from a separate thread with its own runtime: Drop cannot await.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async move {
+                    if let Ok(mut admin) =
+                        PgConnection::connect(&format!("{server}/postgres")).await
+                    {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            }
+        });
+        let _ = dropper.join();
+    }
+}

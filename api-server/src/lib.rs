@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod products;
 pub mod telemetry;
 pub mod web;
@@ -45,42 +46,9 @@ impl FromRef<AppState> for Arc<ApiKeys> {
     }
 }
 
-/// The document-level OpenAPI metadata; paths and schemas come from the routers.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Plamatio store API",
-        description = "Products, categories, cart, orders and users of the Plamatio store.",
-        license(name = "Apache-2.0")
-    ),
-    modifiers(&SecurityAddon),
-    components(schemas(error::ErrorBody))
-)]
-struct ApiDoc;
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "API key with the storefront or admin scope: `Authorization: Bearer <key>`",
-                    ))
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every route of the API with its OpenAPI description.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(core::router())
         .merge(products::router())
         .merge(categories::router())
@@ -88,7 +56,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of [`api_router`].
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    openapi::finish(api_router().into_openapi())
 }
 
 /// The complete application: routes, `/openapi.json`, fallbacks and edge layers.

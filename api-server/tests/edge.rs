@@ -482,3 +482,48 @@ async fn openapi_references_all_resolve() {
     assert!(document["components"]["schemas"]["Product"]["properties"]["subCategory"].is_object());
     assert!(document["components"]["securitySchemes"]["api_key"].is_object());
 }
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_504_deadline_exceeded() {
+    use plamatio_api::middleware::EdgeConfig;
+    let app = TestApp::new().await;
+    let edge = EdgeConfig {
+        cors_origins: vec![],
+        request_timeout: std::time::Duration::from_millis(300),
+    };
+    let router = plamatio_api::app(app.state.clone(), &edge);
+    // hold the product's row lock so the update below waits past the timeout
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM products WHERE id = 3 FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let body = json!({"name": "X", "description": "Y", "category": 2, "subCategory": 5, "imageUrl": "u", "price": 3});
+    let request = Request::put("/products/update/3")
+        .header("authorization", format!("Bearer {}", app.admin_key))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    assert_eq!(response.status(), 504);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        error,
+        json!({"code": "deadline_exceeded", "message": "request timed out", "details": null})
+    );
+    blocker.rollback().await.unwrap();
+    // the timed-out transaction was rolled back: no change, no event
+    assert_eq!(
+        app.get("/products/get/3").await.body["name"],
+        "Llama Mauve Candle"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}

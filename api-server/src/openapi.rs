@@ -1,0 +1,113 @@
+//! The OpenAPI 3.1 document: document-level metadata, the API-key security scheme, and a final pass
+//! that gives every response a description and documents the errors any operation can return.
+
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+
+use crate::error::ErrorBody;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plamatio store API",
+        description = "Products, categories, cart, orders and users of the Plamatio store.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&SecurityAddon),
+    components(schemas(ErrorBody))
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "API key with the storefront or admin scope: `Authorization: Bearer <key>`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn describe(status: &str) -> &'static str {
+    match status {
+        "200" => "Success",
+        "400" => {
+            "Invalid argument: malformed JSON, a wrong type, a bad path parameter or a failed validation"
+        }
+        "401" => "Missing or invalid API key",
+        "403" => "The API key lacks the required scope",
+        "404" => "Not found",
+        "409" => "Conflict with the current state",
+        "413" => "Request body larger than 1 MiB",
+        "415" => "Body is not application/json",
+        "422" => "Idempotency key reused with a different request",
+        "429" => "Rate limit exceeded",
+        "500" => "Internal error",
+        "503" => "Database unavailable; retry later",
+        "504" => "Request timed out",
+        _ => "Response",
+    }
+}
+
+fn error_response(status: &str) -> RefOr<Response> {
+    let content = utoipa::openapi::ContentBuilder::new()
+        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(describe(status))
+            .content("application/json", content)
+            .build(),
+    )
+}
+
+fn finish_operation(operation: &mut Operation) {
+    let authenticated = operation.security.is_some();
+    let responses = &mut operation.responses.responses;
+    let mut common = vec!["500", "504"];
+    if authenticated {
+        common.push("503");
+    }
+    for status in common {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error_response(status));
+    }
+    for (status, response) in responses.iter_mut() {
+        if let RefOr::T(response) = response
+            && response.description.is_empty()
+        {
+            response.description = describe(status).to_owned();
+        }
+    }
+}
+
+/// Completes a document assembled from the routers.
+pub fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for item in document.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            finish_operation(operation);
+        }
+    }
+    document
+}

@@ -7,9 +7,9 @@
 //! failure Redis is bypassed for a short while so an outage costs requests nothing.
 //!
 //! Invalidation runs after the transaction commits. Keys whose deletion failed are retried in the
-//! background until Redis answers, and every invalidation is repeated once shortly afterwards, which
-//! removes a value that a concurrent reader loaded from the database before the commit and stored
-//! after the first deletion.
+//! background until Redis answers. A reader that loaded the old row before a commit must not store it
+//! after the invalidation: within one process, a load that overlapped any invalidation does not store
+//! its result; across replicas, every invalidation is repeated once shortly afterwards.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -176,6 +176,8 @@ struct CacheInner {
     backend: Backend,
     prefix: String,
     metrics: Metrics,
+    /// Bumped by every invalidation: a load that overlapped one does not store its result.
+    invalidations: AtomicU64,
 }
 
 impl Cache {
@@ -205,6 +207,7 @@ impl Cache {
                 }),
                 prefix: prefix.to_owned(),
                 metrics,
+                invalidations: AtomicU64::new(0),
             }),
         };
         cache.spawn_invalidation_retry();
@@ -225,6 +228,7 @@ impl Cache {
                 backend: Backend::Memory(store),
                 prefix: prefix.to_owned(),
                 metrics,
+                invalidations: AtomicU64::new(0),
             }),
         }
     }
@@ -311,6 +315,7 @@ impl Cache {
         if keys.is_empty() {
             return;
         }
+        self.inner.invalidations.fetch_add(1, Ordering::SeqCst);
         self.delete(keys).await;
         let cache = self.clone();
         let keys = keys.to_vec();
@@ -377,9 +382,14 @@ impl Cache {
         if let Some(body) = self.get(key).await {
             return Ok(body);
         }
+        let generation = self.inner.invalidations.load(Ordering::SeqCst);
         let value = load().await?;
         let body = Bytes::from(serde_json::to_vec(&value).map_err(ApiError::internal)?);
-        self.put(key, body.clone()).await;
+        // A mutation that committed while we read may have been invalidated already; storing what we
+        // read could resurrect the old state, so skip the store (the next read fills the cache).
+        if self.inner.invalidations.load(Ordering::SeqCst) == generation {
+            self.put(key, body.clone()).await;
+        }
         Ok(body)
     }
 }

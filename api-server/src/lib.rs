@@ -22,8 +22,10 @@ pub mod events;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod orders;
 pub mod products;
 pub mod telemetry;
+pub mod users;
 pub mod web;
 
 use auth::ApiKeys;
@@ -52,6 +54,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(core::router())
         .merge(products::router())
         .merge(categories::router())
+        .merge(cart::router())
+        .merge(orders::router())
+        .merge(users::router())
 }
 
 /// The OpenAPI document of [`api_router`].

@@ -1,8 +1,27 @@
-//! Shopping carts: one row per added product, owned by a user, cached for 2 hours.
+//! Shopping carts: one row per added product (adding a product twice adds a second row, as the
+//! original did; the frontend merges), owned by a user, cached for 2 hours. Every mutation runs in one
+//! transaction with its `cart_updates` event and invalidates the keys listed next to it after commit.
 
+pub mod db;
 pub mod model;
 
-/// Cache keys of this domain.
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::Storefront;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::products;
+use crate::users;
+use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use model::{CartItem, CartItemRequest, CartItemsRequest, ValidCartItem};
+
+/// Cache keys of this domain (names kept from the original service).
 pub mod cache_keys {
     use crate::cache::{CacheKey, DEFAULT_TTL};
 
@@ -13,4 +32,230 @@ pub mod cache_keys {
     pub fn user_cart(user_id: &str) -> CacheKey {
         CacheKey::new("user-cart-items-cache", user_id, DEFAULT_TTL)
     }
+}
+
+/// The `cart_updates` event of a change to one cart row.
+pub fn item_event(event_type: &'static str, item: &CartItem) -> OutboxEvent {
+    OutboxEvent::new(Topic::CartUpdates, item.user_id.as_str(), event_type)
+        .with("user_id", &item.user_id)
+        .with("cart_item", item)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_cart_item))
+        .routes(routes!(cart_of_user))
+        .routes(routes!(add_cart_item))
+        .routes(routes!(add_cart_items))
+        .routes(routes!(update_cart_item))
+        .routes(routes!(delete_cart_item))
+}
+
+fn item_not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("cart item {id} not found"))
+}
+
+/// Checks that every referenced product and user exists (two queries for any number of items); the
+/// error names the first offending item, prefixed with its index for batches.
+async fn check_references(state: &AppState, items: &[ValidCartItem], batch: bool) -> ApiResult<()> {
+    let product_ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
+    let user_ids: Vec<&str> = items.iter().map(|i| i.user_id.as_str()).collect();
+    let products: HashSet<i64> = products::db::existing_ids(&state.pool, &product_ids)
+        .await?
+        .into_iter()
+        .collect();
+    let users: HashSet<String> = users::db::existing_user_ids(&state.pool, &user_ids)
+        .await?
+        .into_iter()
+        .collect();
+    for (index, item) in items.iter().enumerate() {
+        let error = if !products.contains(&item.product_id) {
+            ApiError::invalid(format!("product_id {} does not exist", item.product_id))
+        } else if !users.contains(&item.user_id) {
+            ApiError::invalid(format!("user_id {} does not exist", item.user_id))
+        } else {
+            continue;
+        };
+        return Err(if batch {
+            error.prefixed(&format!("data[{index}]"))
+        } else {
+            error
+        });
+    }
+    Ok(())
+}
+
+/// One cart row.
+#[utoipa::path(get, path = "/cart/get/{id}", tag = "cart",
+    params(("id" = i64, Path, description = "Cart item id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = CartItem), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn get_cart_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::cart_item(id), || async {
+            db::item(&state.pool, id)
+                .await?
+                .ok_or_else(|| item_not_found(id))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// A user's cart, by id (empty for an unknown user).
+#[utoipa::path(get, path = "/cart/all/{user_id}", tag = "cart",
+    params(("user_id" = String, Path, description = "User id")),
+    security(("api_key" = [])),
+    responses((status = 200, body = DataList<CartItem>), (status = 401, body = ErrorBody)))]
+async fn cart_of_user(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::user_cart(&user_id), || async {
+            Ok(DataList::new(db::items_of(&state.pool, &user_id).await?))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// Insert validated rows with their events in one transaction, then invalidate.
+async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Vec<CartItem>> {
+    let mut tx = state.pool.begin().await?;
+    let inserted = db::insert_many(&mut tx, items).await?;
+    let events: Vec<OutboxEvent> = inserted
+        .iter()
+        .map(|item| item_event("cart_item_added", item))
+        .collect();
+    outbox::append(&mut tx, &events).await?;
+    tx.commit().await?;
+    // Touches: user-cart-items-cache/{user} of every owner (new rows have no entry of their own).
+    let owners: HashSet<&str> = inserted.iter().map(|item| item.user_id.as_str()).collect();
+    let keys: Vec<_> = owners.into_iter().map(cache_keys::user_cart).collect();
+    state.cache.invalidate(&keys).await;
+    Ok(inserted)
+}
+
+/// Add a product to a user's cart.
+#[utoipa::path(post, path = "/cart/add", tag = "cart",
+    request_body = CartItemRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = CartItem), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
+    ))]
+async fn add_cart_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CartItemRequest>,
+) -> ApiResult<Json<CartItem>> {
+    let item = request.validate()?;
+    check_references(&state, std::slice::from_ref(&item), false).await?;
+    let mut inserted = insert_items(&state, &[item]).await?;
+    inserted
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no row")))
+}
+
+/// Add up to 100 items at once (e.g. merging a guest cart at sign-in): all or nothing, answered in
+/// request order.
+#[utoipa::path(post, path = "/cart/add/all", tag = "cart",
+    request_body = CartItemsRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = DataList<CartItem>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
+    ))]
+async fn add_cart_items(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CartItemsRequest>,
+) -> ApiResult<Json<DataList<CartItem>>> {
+    let items = request.validate()?;
+    check_references(&state, &items, true).await?;
+    Ok(Json(DataList::new(insert_items(&state, &items).await?)))
+}
+
+/// Change a row's product and quantity; 404 unless the body's user owns it (rows never move).
+#[utoipa::path(put, path = "/cart/update", tag = "cart",
+    request_body = CartItemRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody)
+    ))]
+async fn update_cart_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CartItemRequest>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let id = request.update_id()?;
+    let item = request.validate()?;
+    if products::db::existing_ids(&state.pool, &[item.product_id])
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::invalid(format!(
+            "product_id {} does not exist",
+            item.product_id
+        )));
+    }
+    let mut tx = state.pool.begin().await?;
+    match db::item_for_update(&mut tx, id).await? {
+        Some(stored) if stored.user_id == item.user_id => {}
+        _ => return Err(item_not_found(id)),
+    }
+    let updated = db::update(&mut tx, id, &item).await?;
+    outbox::append(&mut tx, &[item_event("cart_item_updated", &updated)]).await?;
+    tx.commit().await?;
+    // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
+    state
+        .cache
+        .invalidate(&[
+            cache_keys::cart_item(id),
+            cache_keys::user_cart(&updated.user_id),
+        ])
+        .await;
+    Ok(Json(IdResponse { id }))
+}
+
+/// Remove a row from the user's cart; 404 unless that user owns it.
+#[utoipa::path(delete, path = "/cart/delete/{id}/user/{user_id}", tag = "cart",
+    params(
+        ("id" = i64, Path, description = "Cart item id"),
+        ("user_id" = String, Path, description = "Owner's user id")
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn delete_cart_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams((id, user_id)): PathParams<(i64, String)>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let mut tx = state.pool.begin().await?;
+    let removed = db::delete_owned(&mut tx, id, &user_id)
+        .await?
+        .ok_or_else(|| item_not_found(id))?;
+    outbox::append(&mut tx, &[item_event("cart_item_deleted", &removed)]).await?;
+    tx.commit().await?;
+    // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
+    state
+        .cache
+        .invalidate(&[cache_keys::cart_item(id), cache_keys::user_cart(&user_id)])
+        .await;
+    Ok(Json(IdResponse { id }))
 }

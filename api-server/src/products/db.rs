@@ -3,7 +3,6 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Product, ValidProduct};
-use crate::cart::model::CartItem;
 
 /// The columns of a `Product`, from `products p`.
 macro_rules! product_columns {
@@ -197,15 +196,13 @@ pub async fn hero_categories_of(
         .await
 }
 
-/// Removes the product from every cart, returning the removed rows.
-pub async fn remove_from_carts(
-    connection: &mut PgConnection,
-    product_id: i64,
-) -> Result<Vec<CartItem>, sqlx::Error> {
-    sqlx::query_as(
-        "DELETE FROM cart_items WHERE product_id = $1 RETURNING id, product_id, quantity, user_id",
-    )
-    .bind(product_id)
-    .fetch_all(connection)
-    .await
+/// Which of the given product ids exist.
+pub async fn existing_ids(
+    executor: impl PgExecutor<'_>,
+    ids: &[i64],
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM products WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(executor)
+        .await
 }

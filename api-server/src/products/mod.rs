@@ -365,7 +365,7 @@ async fn delete_product(
         )));
     }
     let hero_categories = db::hero_categories_of(&mut tx, id).await?;
-    let removed_from_carts = db::remove_from_carts(&mut tx, id).await?;
+    let removed_from_carts = cart::db::delete_items_of_product(&mut tx, id).await?;
     db::delete(&mut tx, id).await?;
     let mut events = vec![product_event("product_deleted", &product)];
     events.extend(removed_from_carts.iter().map(|item| {

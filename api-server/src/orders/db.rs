@@ -1,0 +1,228 @@
+//! SQL of the orders domain: orders and their items.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use super::model::{Order, OrderItem, ValidLine, ValidOrder};
+
+macro_rules! order_columns {
+    () => {
+        "id, user_id, address_id, total_price, created_at, status"
+    };
+}
+
+macro_rules! item_columns {
+    () => {
+        "id, order_id, product_id, quantity"
+    };
+}
+
+pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// The order, locked against updates and deletion until the transaction ends.
+pub async fn order_for_update(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn orders_of(
+    executor: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE user_id = $1 ORDER BY id"
+    ))
+    .bind(user_id)
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn insert_order(
+    connection: &mut PgConnection,
+    order: &ValidOrder,
+) -> Result<Order, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO orders (user_id, address_id, total_price, status) VALUES ($1, $2, $3, $4) \
+         RETURNING ",
+        order_columns!()
+    ))
+    .bind(&order.user_id)
+    .bind(order.address_id)
+    .bind(order.total_price)
+    .bind(&order.status)
+    .fetch_one(connection)
+    .await
+}
+
+/// Updates address, total and status; `created_at` and the owner never change.
+pub async fn update_order(
+    connection: &mut PgConnection,
+    id: i64,
+    order: &ValidOrder,
+) -> Result<Order, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE orders SET address_id = $2, total_price = $3, status = $4 WHERE id = $1 RETURNING ",
+        order_columns!()
+    ))
+    .bind(id)
+    .bind(order.address_id)
+    .bind(order.total_price)
+    .bind(&order.status)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM orders WHERE id = $1")
+        .bind(id)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+pub async fn item(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<OrderItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM order_items WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn item_for_update(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Option<OrderItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM order_items WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn items_of(
+    executor: impl PgExecutor<'_>,
+    order_id: i64,
+) -> Result<Vec<OrderItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM order_items WHERE order_id = $1 ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// The items of many orders in one query, by id.
+pub async fn items_of_orders(
+    executor: impl PgExecutor<'_>,
+    order_ids: &[i64],
+) -> Result<Vec<OrderItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM order_items WHERE order_id = ANY($1) ORDER BY id"
+    ))
+    .bind(order_ids)
+    .fetch_all(executor)
+    .await
+}
+
+/// Inserts the lines of one order in one statement, returned in request order (= id order).
+pub async fn insert_items(
+    connection: &mut PgConnection,
+    order_id: i64,
+    lines: &[ValidLine],
+) -> Result<Vec<OrderItem>, sqlx::Error> {
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let product_ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| l.quantity).collect();
+    let mut items: Vec<OrderItem> = sqlx::query_as(concat!(
+        "INSERT INTO order_items (order_id, product_id, quantity) \
+         SELECT $1, product_id, quantity \
+         FROM UNNEST($2::bigint[], $3::int[]) WITH ORDINALITY AS l(product_id, quantity, n) \
+         ORDER BY n RETURNING ",
+        item_columns!()
+    ))
+    .bind(order_id)
+    .bind(&product_ids)
+    .bind(&quantities)
+    .fetch_all(connection)
+    .await?;
+    items.sort_by_key(|item| item.id);
+    Ok(items)
+}
+
+pub async fn update_item(
+    connection: &mut PgConnection,
+    id: i64,
+    line: &ValidLine,
+) -> Result<OrderItem, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE order_items SET product_id = $2, quantity = $3 WHERE id = $1 RETURNING ",
+        item_columns!()
+    ))
+    .bind(id)
+    .bind(line.product_id)
+    .bind(line.quantity)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn delete_item(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Option<OrderItem>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "DELETE FROM order_items WHERE id = $1 RETURNING ",
+        item_columns!()
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn delete_items_of(
+    connection: &mut PgConnection,
+    order_id: i64,
+) -> Result<Vec<OrderItem>, sqlx::Error> {
+    let mut removed: Vec<OrderItem> = sqlx::query_as(concat!(
+        "DELETE FROM order_items WHERE order_id = $1 RETURNING ",
+        item_columns!()
+    ))
+    .bind(order_id)
+    .fetch_all(connection)
+    .await?;
+    removed.sort_by_key(|item| item.id);
+    Ok(removed)
+}

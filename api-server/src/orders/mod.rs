@@ -1,0 +1,546 @@
+//! Orders and their items, plus the detailed views (an order with its items) the orders page and
+//! checkout use. Every mutation runs in one transaction with its `orders_updates` event and
+//! invalidates the keys listed next to it after commit.
+
+pub mod db;
+pub mod model;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::Storefront;
+use crate::cache::CacheKey;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::products;
+use crate::users;
+use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use model::{
+    DetailedOrder, DetailedOrderRequest, Order, OrderItem, OrderItemRequest, OrderRequest,
+    ValidLine, ValidOrder,
+};
+
+/// Cache keys of this domain.
+pub mod cache_keys {
+    use crate::cache::{CacheKey, DEFAULT_TTL};
+
+    pub fn order(id: i64) -> CacheKey {
+        CacheKey::new("order-cache", id, DEFAULT_TTL)
+    }
+    pub fn user_orders(user_id: &str) -> CacheKey {
+        CacheKey::new("user-orders-cache", user_id, DEFAULT_TTL)
+    }
+    pub fn order_item(id: i64) -> CacheKey {
+        CacheKey::new("order-item-cache", id, DEFAULT_TTL)
+    }
+    pub fn order_items(order_id: i64) -> CacheKey {
+        CacheKey::new("order-items-cache", order_id, DEFAULT_TTL)
+    }
+    pub fn detailed_order(order_id: i64) -> CacheKey {
+        CacheKey::new("detailed-order-cache", order_id, DEFAULT_TTL)
+    }
+    pub fn user_detailed_orders(user_id: &str) -> CacheKey {
+        CacheKey::new("user-detailed-orders-cache", user_id, DEFAULT_TTL)
+    }
+}
+
+/// The keys whose content includes the order row itself: its entry, its detailed view, and the
+/// owner's two lists.
+fn order_keys(order: &Order) -> Vec<CacheKey> {
+    vec![
+        cache_keys::order(order.id),
+        cache_keys::detailed_order(order.id),
+        cache_keys::user_orders(&order.user_id),
+        cache_keys::user_detailed_orders(&order.user_id),
+    ]
+}
+
+/// The keys whose content includes one of the order's items (the order row is unchanged).
+fn item_keys(order: &Order, item_id: i64) -> Vec<CacheKey> {
+    vec![
+        cache_keys::order_item(item_id),
+        cache_keys::order_items(order.id),
+        cache_keys::detailed_order(order.id),
+        cache_keys::user_detailed_orders(&order.user_id),
+    ]
+}
+
+/// The `orders_updates` event: the order and the items the change concerns.
+fn order_event(event_type: &'static str, order: &Order, items: &[OrderItem]) -> OutboxEvent {
+    OutboxEvent::new(Topic::OrdersUpdates, order.user_id.as_str(), event_type)
+        .with("user_id", &order.user_id)
+        .with("order", order)
+        .with("order_items", items)
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_order))
+        .routes(routes!(orders_of_user))
+        .routes(routes!(add_order))
+        .routes(routes!(update_order))
+        .routes(routes!(delete_order))
+        .routes(routes!(get_order_item))
+        .routes(routes!(items_of_order))
+        .routes(routes!(add_order_item))
+        .routes(routes!(update_order_item))
+        .routes(routes!(delete_order_item))
+        .routes(routes!(get_detailed_order))
+        .routes(routes!(detailed_orders_of_user))
+        .routes(routes!(add_detailed_order))
+}
+
+fn order_not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("order {id} not found"))
+}
+
+fn item_not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("order item {id} not found"))
+}
+
+/// `address_id 7 does not exist` / `address_id 7 does not belong to user`.
+async fn check_address(state: &AppState, order: &ValidOrder) -> ApiResult<()> {
+    match users::db::address(&state.pool, order.address_id).await? {
+        None => Err(ApiError::invalid(format!(
+            "address_id {} does not exist",
+            order.address_id
+        ))),
+        Some(address) if address.user_id != order.user_id => Err(ApiError::invalid(format!(
+            "address_id {} does not belong to user",
+            order.address_id
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The index of the first line whose product does not exist, with its id.
+async fn first_missing_product(
+    state: &AppState,
+    lines: &[ValidLine],
+) -> ApiResult<Option<(usize, i64)>> {
+    let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+    let existing: HashSet<i64> = products::db::existing_ids(&state.pool, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(lines
+        .iter()
+        .position(|l| !existing.contains(&l.product_id))
+        .map(|index| (index, lines[index].product_id)))
+}
+
+/// One order.
+#[utoipa::path(get, path = "/orders/get/{id}", tag = "orders",
+    params(("id" = i64, Path, description = "Order id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Order), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn get_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::order(id), || async {
+            db::order(&state.pool, id)
+                .await?
+                .ok_or_else(|| order_not_found(id))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// A user's orders, by id (empty for an unknown user).
+#[utoipa::path(get, path = "/orders/all/{user_id}", tag = "orders",
+    params(("user_id" = String, Path, description = "User id")),
+    security(("api_key" = [])),
+    responses((status = 200, body = DataList<Order>), (status = 401, body = ErrorBody)))]
+async fn orders_of_user(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::user_orders(&user_id), || async {
+            Ok(DataList::new(db::orders_of(&state.pool, &user_id).await?))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// Writes an order and its lines with the `order_created` event in one transaction.
+async fn create_order(
+    state: &AppState,
+    order: &ValidOrder,
+    lines: &[ValidLine],
+) -> ApiResult<DetailedOrder> {
+    let mut tx = state.pool.begin().await?;
+    let order = db::insert_order(&mut tx, order).await?;
+    let items = db::insert_items(&mut tx, order.id, lines).await?;
+    outbox::append(&mut tx, &[order_event("order_created", &order, &items)]).await?;
+    tx.commit().await?;
+    // Touches: user-orders-cache/{user}, user-detailed-orders-cache/{user} (the new order has no
+    // entries of its own yet).
+    state
+        .cache
+        .invalidate(&[
+            cache_keys::user_orders(&order.user_id),
+            cache_keys::user_detailed_orders(&order.user_id),
+        ])
+        .await;
+    tracing::info!(order_id = order.id, items = items.len(), "order created");
+    Ok(DetailedOrder { order, items })
+}
+
+/// Create an order (without items) for an address of the user.
+#[utoipa::path(post, path = "/orders/add", tag = "orders",
+    request_body = OrderRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Order), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
+    ))]
+async fn add_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<OrderRequest>,
+) -> ApiResult<Json<Order>> {
+    let order = request.validate()?;
+    check_address(&state, &order).await?;
+    Ok(Json(create_order(&state, &order, &[]).await?.order))
+}
+
+/// Update an order's address, total and status; 404 unless the body's user owns it. `created_at`
+/// never changes.
+#[utoipa::path(put, path = "/orders/update", tag = "orders",
+    request_body = OrderRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody)
+    ))]
+async fn update_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<OrderRequest>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let id = request.update_id()?;
+    let valid = request.validate()?;
+    check_address(&state, &valid).await?;
+    let mut tx = state.pool.begin().await?;
+    match db::order_for_update(&mut tx, id).await? {
+        Some(stored) if stored.user_id == valid.user_id => {}
+        _ => return Err(order_not_found(id)),
+    }
+    let order = db::update_order(&mut tx, id, &valid).await?;
+    let items = db::items_of(&mut *tx, id).await?;
+    outbox::append(&mut tx, &[order_event("order_updated", &order, &items)]).await?;
+    tx.commit().await?;
+    // Touches: order-cache/{id}, detailed-order-cache/{id}, user-orders-cache/{user},
+    // user-detailed-orders-cache/{user}.
+    state.cache.invalidate(&order_keys(&order)).await;
+    Ok(Json(IdResponse { id }))
+}
+
+/// Delete an order of the user together with its items; 404 unless that user owns it.
+#[utoipa::path(delete, path = "/orders/delete/{id}/user/{user_id}", tag = "orders",
+    params(
+        ("id" = i64, Path, description = "Order id"),
+        ("user_id" = String, Path, description = "Owner's user id")
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn delete_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams((id, user_id)): PathParams<(i64, String)>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let mut tx = state.pool.begin().await?;
+    let order = match db::order_for_update(&mut tx, id).await? {
+        Some(stored) if stored.user_id == user_id => stored,
+        _ => return Err(order_not_found(id)),
+    };
+    let items = db::delete_items_of(&mut tx, id).await?;
+    db::delete_order(&mut tx, id).await?;
+    outbox::append(&mut tx, &[order_event("order_deleted", &order, &items)]).await?;
+    tx.commit().await?;
+    // Touches: the order keys, order-items-cache/{id} and order-item-cache/{each item}.
+    let mut keys = order_keys(&order);
+    keys.push(cache_keys::order_items(id));
+    keys.extend(items.iter().map(|item| cache_keys::order_item(item.id)));
+    state.cache.invalidate(&keys).await;
+    Ok(Json(IdResponse { id }))
+}
+
+/// One order item, with its order id.
+#[utoipa::path(get, path = "/orders/items/get/{id}", tag = "orders",
+    params(("id" = i64, Path, description = "Order item id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = OrderItem), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn get_order_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::order_item(id), || async {
+            db::item(&state.pool, id)
+                .await?
+                .ok_or_else(|| item_not_found(id))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// An order's items, by id (empty for an unknown order).
+#[utoipa::path(get, path = "/orders/items/all/{order_id}", tag = "orders",
+    params(("order_id" = i64, Path, description = "Order id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = DataList<OrderItem>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)
+    ))]
+async fn items_of_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(order_id): PathParams<i64>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::order_items(order_id), || async {
+            Ok(DataList::new(db::items_of(&state.pool, order_id).await?))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+async fn ensure_product_exists(state: &AppState, product_id: i64) -> ApiResult<()> {
+    if products::db::existing_ids(&state.pool, &[product_id])
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::invalid(format!(
+            "product_id {product_id} does not exist"
+        )));
+    }
+    Ok(())
+}
+
+/// Add an item to an existing order.
+#[utoipa::path(post, path = "/orders/items/add", tag = "orders",
+    request_body = OrderItemRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = OrderItem), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
+    ))]
+async fn add_order_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<OrderItemRequest>,
+) -> ApiResult<Json<OrderItem>> {
+    let (order_id, line) = request.validate()?;
+    ensure_product_exists(&state, line.product_id).await?;
+    let mut tx = state.pool.begin().await?;
+    // Locks the order so it cannot be deleted under the new item.
+    let order = db::order_for_update(&mut tx, order_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid(format!("order_id {order_id} does not exist")))?;
+    let mut items = db::insert_items(&mut tx, order_id, &[line]).await?;
+    let item = items
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no row")))?;
+    outbox::append(
+        &mut tx,
+        &[order_event(
+            "order_item_added",
+            &order,
+            std::slice::from_ref(&item),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    // Touches: order-items-cache/{order}, detailed-order-cache/{order},
+    // user-detailed-orders-cache/{user} (and order-item-cache/{id}, which cannot hold a value yet).
+    state.cache.invalidate(&item_keys(&order, item.id)).await;
+    Ok(Json(item))
+}
+
+/// Change an item's product and quantity; an item never moves to another order.
+#[utoipa::path(put, path = "/orders/items/update", tag = "orders",
+    request_body = OrderItemRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 415, body = ErrorBody)
+    ))]
+async fn update_order_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<OrderItemRequest>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let id = request.update_id()?;
+    let (order_id, line) = request.validate()?;
+    ensure_product_exists(&state, line.product_id).await?;
+    let mut tx = state.pool.begin().await?;
+    let stored = db::item_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(|| item_not_found(id))?;
+    if stored.order_id != order_id {
+        return Err(ApiError::invalid("order_id cannot be changed"));
+    }
+    let order = db::order(&mut *tx, order_id)
+        .await?
+        .ok_or_else(|| item_not_found(id))?;
+    let item = db::update_item(&mut tx, id, &line).await?;
+    outbox::append(
+        &mut tx,
+        &[order_event(
+            "order_item_updated",
+            &order,
+            std::slice::from_ref(&item),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    // Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
+    // user-detailed-orders-cache/{user}.
+    state.cache.invalidate(&item_keys(&order, id)).await;
+    Ok(Json(IdResponse { id }))
+}
+
+/// Remove an item from its order.
+#[utoipa::path(delete, path = "/orders/items/delete/{id}", tag = "orders",
+    params(("id" = i64, Path, description = "Order item id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn delete_order_item(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(id): PathParams<i64>,
+) -> ApiResult<Json<IdResponse<i64>>> {
+    let mut tx = state.pool.begin().await?;
+    let item = db::delete_item(&mut tx, id)
+        .await?
+        .ok_or_else(|| item_not_found(id))?;
+    let order = db::order(&mut *tx, item.order_id)
+        .await?
+        .ok_or_else(|| item_not_found(id))?;
+    outbox::append(
+        &mut tx,
+        &[order_event(
+            "order_item_deleted",
+            &order,
+            std::slice::from_ref(&item),
+        )],
+    )
+    .await?;
+    tx.commit().await?;
+    // Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
+    // user-detailed-orders-cache/{user}.
+    state.cache.invalidate(&item_keys(&order, id)).await;
+    Ok(Json(IdResponse { id }))
+}
+
+/// An order with its items.
+#[utoipa::path(get, path = "/orders/detailed/get/{order_id}", tag = "orders",
+    params(("order_id" = i64, Path, description = "Order id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = DetailedOrder), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
+async fn get_detailed_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(order_id): PathParams<i64>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::detailed_order(order_id), || async {
+            let order = db::order(&state.pool, order_id)
+                .await?
+                .ok_or_else(|| order_not_found(order_id))?;
+            let items = db::items_of(&state.pool, order_id).await?;
+            Ok(DetailedOrder { order, items })
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// A user's orders with their items, by id: two queries whatever the number of orders.
+#[utoipa::path(get, path = "/orders/detailed/all/{user_id}", tag = "orders",
+    params(("user_id" = String, Path, description = "User id")),
+    security(("api_key" = [])),
+    responses((status = 200, body = DataList<DetailedOrder>), (status = 401, body = ErrorBody)))]
+async fn detailed_orders_of_user(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(user_id): PathParams<String>,
+) -> ApiResult<JsonBytes> {
+    state
+        .cache
+        .get_or_load(&cache_keys::user_detailed_orders(&user_id), || async {
+            let orders = db::orders_of(&state.pool, &user_id).await?;
+            let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+            let mut items_by_order: HashMap<i64, Vec<OrderItem>> = HashMap::new();
+            for item in db::items_of_orders(&state.pool, &ids).await? {
+                items_by_order.entry(item.order_id).or_default().push(item);
+            }
+            let detailed = orders
+                .into_iter()
+                .map(|order| {
+                    let items = items_by_order.remove(&order.id).unwrap_or_default();
+                    DetailedOrder { order, items }
+                })
+                .collect();
+            Ok(DataList::new(detailed))
+        })
+        .await
+        .map(JsonBytes)
+}
+
+/// Checkout: validates the order and every item first, then writes the order and its items in one
+/// transaction. Items come back in request order.
+#[utoipa::path(post, path = "/orders/detailed/add", tag = "orders",
+    request_body = DetailedOrderRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = DetailedOrder), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
+    ))]
+async fn add_detailed_order(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<DetailedOrderRequest>,
+) -> ApiResult<Json<DetailedOrder>> {
+    let (order, lines) = request.validate()?;
+    check_address(&state, &order).await?;
+    if let Some((index, product_id)) = first_missing_product(&state, &lines).await? {
+        return Err(ApiError::invalid(format!(
+            "items[{index}]: product_id {product_id} does not exist"
+        )));
+    }
+    Ok(Json(create_order(&state, &order, &lines).await?))
+}

@@ -1,0 +1,213 @@
+//! SQL of the users domain: users and their addresses.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use super::model::{Address, User, ValidAddress};
+
+macro_rules! select_users {
+    () => {
+        "SELECT id, first_name, last_name, email FROM users"
+    };
+}
+
+macro_rules! address_columns {
+    () => {
+        "id, street, city, state, country, zip_code, user_id"
+    };
+}
+
+pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(concat!(select_users!(), " WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+pub async fn all_users(executor: impl PgExecutor<'_>) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as(concat!(select_users!(), " ORDER BY id"))
+        .fetch_all(executor)
+        .await
+}
+
+pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(id)
+        .fetch_one(executor)
+        .await
+}
+
+/// Which of the given user ids exist.
+pub async fn existing_user_ids(
+    executor: impl PgExecutor<'_>,
+    ids: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(executor)
+        .await
+}
+
+pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<User, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO users (id, first_name, last_name, email) VALUES ($1, $2, $3, $4) \
+         RETURNING id, first_name, last_name, email",
+    )
+    .bind(&user.id)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(&user.email)
+    .fetch_one(connection)
+    .await
+}
+
+/// Updates the user's fields; `None` when no such user.
+pub async fn update_user(
+    connection: &mut PgConnection,
+    user: &User,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE users SET first_name = $2, last_name = $3, email = $4 WHERE id = $1 \
+         RETURNING id, first_name, last_name, email",
+    )
+    .bind(&user.id)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(&user.email)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn user_for_update(
+    connection: &mut PgConnection,
+    id: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(concat!(select_users!(), " WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(connection)
+        .await
+}
+
+pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)")
+        .bind(id)
+        .fetch_one(connection)
+        .await
+}
+
+pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+pub async fn address(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<Address>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        address_columns!(),
+        " FROM addresses WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(executor)
+    .await
+}
+
+pub async fn address_for_update(
+    connection: &mut PgConnection,
+    id: i64,
+) -> Result<Option<Address>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        address_columns!(),
+        " FROM addresses WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+pub async fn addresses_of(
+    executor: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<Address>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        address_columns!(),
+        " FROM addresses WHERE user_id = $1 ORDER BY id"
+    ))
+    .bind(user_id)
+    .fetch_all(executor)
+    .await
+}
+
+pub async fn insert_address(
+    connection: &mut PgConnection,
+    address: &ValidAddress,
+) -> Result<Address, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO addresses (street, city, state, country, zip_code, user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        address_columns!()
+    ))
+    .bind(&address.street)
+    .bind(&address.city)
+    .bind(&address.state)
+    .bind(&address.country)
+    .bind(&address.zip_code)
+    .bind(&address.user_id)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn update_address(
+    connection: &mut PgConnection,
+    id: i64,
+    address: &ValidAddress,
+) -> Result<Address, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE addresses SET street = $2, city = $3, state = $4, country = $5, zip_code = $6 \
+         WHERE id = $1 RETURNING ",
+        address_columns!()
+    ))
+    .bind(id)
+    .bind(&address.street)
+    .bind(&address.city)
+    .bind(&address.state)
+    .bind(&address.country)
+    .bind(&address.zip_code)
+    .fetch_one(connection)
+    .await
+}
+
+pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE address_id = $1)")
+        .bind(id)
+        .fetch_one(connection)
+        .await
+}
+
+pub async fn delete_address(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM addresses WHERE id = $1")
+        .bind(id)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+/// Removes every address of the user, returning them.
+pub async fn delete_addresses_of(
+    connection: &mut PgConnection,
+    user_id: &str,
+) -> Result<Vec<Address>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "DELETE FROM addresses WHERE user_id = $1 RETURNING ",
+        address_columns!()
+    ))
+    .bind(user_id)
+    .fetch_all(connection)
+    .await
+}

@@ -33,7 +33,7 @@ pub enum ApiError {
     #[error("{0}")]
     Aborted(String),
     #[error("service temporarily unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -151,7 +151,10 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "request failed: database unavailable");
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "request failed: service unavailable"
+                );
             }
             _ => {}
         }
@@ -200,7 +203,7 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(error),
+            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(error.into()),
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default().to_string();
                 // Class 08 (connection exception), 57P01..57P03 (admin shutdown, crash, cannot connect
@@ -211,7 +214,7 @@ impl From<sqlx::Error> for ApiError {
                         "57P01" | "57P02" | "57P03" | "40001" | "40P01"
                     );
                 if transient {
-                    return ApiError::Unavailable(error);
+                    return ApiError::Unavailable(error.into());
                 }
                 let restrict_violation =
                     code == "23503" && db.message().starts_with("update or delete on table");

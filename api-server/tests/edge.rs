@@ -419,7 +419,10 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/users/addresses/user/{user_id}"),
     ("POST", "/users/addresses/add"),
     ("PUT", "/users/addresses/update"),
-    ("DELETE", "/users/addresses/delete/{address_id}/user/{user_id}"),
+    (
+        "DELETE",
+        "/users/addresses/delete/{address_id}/user/{user_id}",
+    ),
 ];
 
 #[tokio::test]

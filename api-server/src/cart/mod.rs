@@ -202,15 +202,7 @@ async fn update_cart_item(
 ) -> ApiResult<Json<IdResponse<i64>>> {
     let id = request.update_id()?;
     let item = request.validate()?;
-    if products::db::existing_ids(&state.pool, &[item.product_id])
-        .await?
-        .is_empty()
-    {
-        return Err(ApiError::invalid(format!(
-            "product_id {} does not exist",
-            item.product_id
-        )));
-    }
+    check_references(&state, std::slice::from_ref(&item), false).await?;
     let mut tx = state.pool.begin().await?;
     match db::item_for_update(&mut tx, id).await? {
         Some(stored) if stored.user_id == item.user_id => {}

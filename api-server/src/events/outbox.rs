@@ -16,8 +16,19 @@ pub enum Topic {
     UserEvents,
 }
 
+/// The channel every outbox append notifies (payload: the user id for user topics, else empty).
+pub const NOTIFY_CHANNEL: &str = "plamatio_outbox";
+
 impl Topic {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [Topic; 5] = [
+        Topic::CartUpdates,
+        Topic::OrdersUpdates,
+        Topic::UsersUpdates,
+        Topic::ProductsUpdates,
+        Topic::UserEvents,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Topic::CartUpdates => "cart_updates",
             Topic::OrdersUpdates => "orders_updates",
@@ -26,16 +37,26 @@ impl Topic {
             Topic::UserEvents => "user_events",
         }
     }
+
+    /// Topics whose events reach the user's live stream.
+    pub fn is_user_stream(self) -> bool {
+        matches!(
+            self,
+            Topic::CartUpdates | Topic::OrdersUpdates | Topic::UsersUpdates
+        )
+    }
 }
 
 /// One event to append: topic, partition key (user id or product id), type, and the type-specific
-/// fields of the payload (`event_id`, `event_type` and `occurred_at` are added here).
+/// fields of the payload (`event_id`, `event_type` and `occurred_at` are added here), or a payload
+/// taken as it is (the frontend's `user_events`).
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
     pub topic: Topic,
     pub key: String,
     pub event_type: &'static str,
     pub fields: Map<String, Value>,
+    pub raw_payload: Option<Value>,
 }
 
 impl OutboxEvent {
@@ -45,6 +66,20 @@ impl OutboxEvent {
             key: key.into(),
             event_type,
             fields: Map::new(),
+            raw_payload: None,
+        }
+    }
+
+    /// An event whose payload is stored exactly as given.
+    pub fn raw(
+        topic: Topic,
+        key: impl Into<String>,
+        event_type: &'static str,
+        payload: Value,
+    ) -> Self {
+        OutboxEvent {
+            raw_payload: Some(payload),
+            ..OutboxEvent::new(topic, key, event_type)
         }
     }
 
@@ -56,6 +91,9 @@ impl OutboxEvent {
     }
 
     fn payload(&self, event_id: Uuid, occurred_at: DateTime<Utc>) -> Value {
+        if let Some(raw) = &self.raw_payload {
+            return raw.clone();
+        }
         let mut payload = Map::new();
         payload.insert("event_id".into(), Value::String(event_id.to_string()));
         payload.insert("event_type".into(), Value::String(self.event_type.into()));
@@ -101,5 +139,25 @@ pub async fn append(
     .bind(&payloads)
     .execute(&mut *connection)
     .await?;
+    // Wake the relay and the live streams of every replica once this transaction commits
+    // (PostgreSQL delivers notifications at commit and folds identical ones). A payload has a size
+    // limit, so very long keys are cut; their streams still find the rows by re-checking.
+    let mut notify_keys: Vec<&str> = events
+        .iter()
+        .map(|e| {
+            if e.topic.is_user_stream() {
+                e.key.as_str()
+            } else {
+                ""
+            }
+        })
+        .collect();
+    notify_keys.sort_unstable();
+    notify_keys.dedup();
+    sqlx::query("SELECT pg_notify($1, left(key, 4000)) FROM UNNEST($2::text[]) AS k(key)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(&notify_keys)
+        .execute(&mut *connection)
+        .await?;
     Ok(ids)
 }

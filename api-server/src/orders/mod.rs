@@ -188,15 +188,11 @@ async fn create_order(
     let items = db::insert_items(&mut tx, order.id, lines).await?;
     outbox::append(&mut tx, &[order_event("order_created", &order, &items)]).await?;
     tx.commit().await?;
-    // Touches: user-orders-cache/{user}, user-detailed-orders-cache/{user} (the new order has no
-    // entries of its own yet).
-    state
-        .cache
-        .invalidate(&[
-            cache_keys::user_orders(&order.user_id),
-            cache_keys::user_detailed_orders(&order.user_id),
-        ])
-        .await;
+    // Touches: the order keys and order-items-cache/{id}: a read of the not-yet-existing id may
+    // have cached an empty item list (404s are never cached, empty lists are).
+    let mut keys = order_keys(&order);
+    keys.push(cache_keys::order_items(order.id));
+    state.cache.invalidate(&keys).await;
     tracing::info!(order_id = order.id, items = items.len(), "order created");
     Ok(DetailedOrder { order, items })
 }
@@ -357,12 +353,12 @@ async fn add_order_item(
     JsonBody(request): JsonBody<OrderItemRequest>,
 ) -> ApiResult<Json<OrderItem>> {
     let (order_id, line) = request.validate()?;
-    ensure_product_exists(&state, line.product_id).await?;
     let mut tx = state.pool.begin().await?;
     // Locks the order so it cannot be deleted under the new item.
     let order = db::order_for_update(&mut tx, order_id)
         .await?
         .ok_or_else(|| ApiError::invalid(format!("order_id {order_id} does not exist")))?;
+    ensure_product_exists(&state, line.product_id).await?;
     let mut items = db::insert_items(&mut tx, order_id, &[line]).await?;
     let item = items
         .pop()

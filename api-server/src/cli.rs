@@ -2,17 +2,19 @@
 //! or `keys generate`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::sync::watch;
 
 use crate::auth::{self, ApiKeys, Scope};
 use crate::cache::Cache;
-use crate::config::{Cli, Command, KeysCommand, LogFormat, ServeConfig};
+use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
+use crate::events::relay::{self, Relay, RelaySettings};
 use crate::metrics::Metrics;
 use crate::middleware::EdgeConfig;
-use crate::{AppState, db, telemetry};
+use crate::{AppState, db, events, telemetry};
 
 /// Runs the command given on the command line.
 pub async fn run() -> anyhow::Result<()> {
@@ -32,6 +34,18 @@ pub async fn run() -> anyhow::Result<()> {
         Some(Command::Openapi) => {
             println!("{}", crate::openapi_document().to_pretty_json()?);
             Ok(())
+        }
+        Some(Command::Events {
+            command:
+                EventsCommand::Tail {
+                    topic,
+                    from_beginning,
+                    limit,
+                    kafka,
+                },
+        }) => {
+            anyhow::ensure!(kafka.enabled(), "set KAFKA_BOOTSTRAP_SERVERS");
+            events::tail::run(&kafka, &topic, from_beginning, limit).await
         }
         Some(Command::Keys {
             command: KeysCommand::Generate { scope },
@@ -106,12 +120,50 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         ),
     };
     tracing::info!(cache = cache.backend_name(), "cache ready");
-    Ok(AppState {
-        pool,
-        cache,
-        keys: Arc::new(keys),
-        metrics,
-    })
+    Ok(AppState::new(pool, cache, keys, metrics))
+}
+
+/// Starts the outbox monitor (backlog metrics, pruning) and, with Kafka configured, the relay.
+/// Returns their tasks; they stop when `shutdown` turns true.
+async fn start_background(
+    config: &ServeConfig,
+    state: &AppState,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let relay_enabled = config.kafka.enabled();
+    let retention = Duration::from_secs(config.outbox_retention_hours * 3600);
+    let mut tasks = vec![tokio::spawn(relay::monitor(
+        state.pool.clone(),
+        state.metrics.clone(),
+        retention,
+        relay_enabled,
+        shutdown.clone(),
+    ))];
+    if relay_enabled {
+        if config.kafka.kafka_create_topics
+            && let Err(error) = config.kafka.ensure_topics().await
+        {
+            tracing::warn!(%error, "could not create Kafka topics; the relay retries publishing");
+        }
+        let settings = RelaySettings {
+            batch_size: config.outbox_batch_size.max(1),
+            poll_interval: Duration::from_millis(config.outbox_poll_ms.max(10)),
+            ..RelaySettings::default()
+        };
+        let relay = Relay::new(
+            state.pool.clone(),
+            config.kafka.clone(),
+            settings,
+            state.metrics.clone(),
+        )
+        .context("configuring the Kafka producer")?;
+        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+    } else {
+        tracing::info!(
+            "KAFKA_BOOTSTRAP_SERVERS not set: events stay in the outbox and live streams"
+        );
+    }
+    Ok(tasks)
 }
 
 async fn shutdown_signal() {
@@ -146,6 +198,8 @@ async fn shutdown_signal() {
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format);
     let state = build_state(&config).await?;
+    let (stop, shutdown) = watch::channel(false);
+    let background = start_background(&config, &state, &shutdown).await?;
     let app = crate::app(state, &edge_config(&config));
     let address: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
@@ -160,5 +214,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .context("serving HTTP")
+    .context("serving HTTP")?;
+    // Let the relay finish its round so acknowledged rows are marked published.
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        futures::future::join_all(background),
+    )
+    .await;
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Scope;
+use crate::events::kafka::KafkaConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "plamatio-api", version, about = "Plamatio store API")]
@@ -26,6 +27,29 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Inspect the store's Kafka events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print the messages of a topic (e.g. `cart_updates`) as they arrive.
+    Tail {
+        /// Topic name without the prefix.
+        #[arg(long)]
+        topic: String,
+        /// Start at the oldest retained message instead of now.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        kafka: KafkaConfig,
     },
 }
 
@@ -123,6 +147,21 @@ pub struct ServeConfig {
     /// Request timeout in milliseconds (504 past it).
     #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    /// Outbox rows the relay publishes per round.
+    #[arg(long, env = "PLAMATIO_OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    pub outbox_batch_size: i64,
+
+    /// How often an idle relay looks for rows it was not notified about, in milliseconds.
+    #[arg(long, env = "PLAMATIO_OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+
+    /// How long published outbox rows are kept (hours; default 7 days).
+    #[arg(long, env = "PLAMATIO_OUTBOX_RETENTION_HOURS", default_value_t = 168)]
+    pub outbox_retention_hours: u64,
 
     /// Log format: `pretty` for terminals, `json` for log shippers.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]

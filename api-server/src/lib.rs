@@ -30,6 +30,7 @@ pub mod web;
 
 use auth::ApiKeys;
 use cache::Cache;
+use events::stream::StreamHub;
 use metrics::Metrics;
 use middleware::EdgeConfig;
 
@@ -40,6 +41,22 @@ pub struct AppState {
     pub cache: Cache,
     pub keys: Arc<ApiKeys>,
     pub metrics: Metrics,
+    pub hub: StreamHub,
+}
+
+impl AppState {
+    /// The state over an open pool; starts the live-stream listener on it.
+    pub fn new(pool: PgPool, cache: Cache, keys: ApiKeys, metrics: Metrics) -> AppState {
+        let hub = StreamHub::new();
+        hub.spawn_listener(pool.clone());
+        AppState {
+            pool,
+            cache,
+            keys: Arc::new(keys),
+            metrics,
+            hub,
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<ApiKeys> {
@@ -57,6 +74,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(cart::router())
         .merge(orders::router())
         .merge(users::router())
+        .merge(events::router())
 }
 
 /// The OpenAPI document of [`api_router`].

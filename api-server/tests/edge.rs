@@ -423,6 +423,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
         "DELETE",
         "/users/addresses/delete/{address_id}/user/{user_id}",
     ),
+    ("POST", "/events/user"),
+    ("GET", "/events/stream/{user_id}"),
 ];
 
 #[tokio::test]
@@ -447,6 +449,9 @@ async fn openapi_document_is_3_1_and_lists_exactly_the_served_routes() {
 
     // every documented operation is routed (not the 404 fallback, not 405) and documents its errors
     for (method, path) in &documented {
+        if path == "/events/stream/{user_id}" {
+            continue; // an endless stream; covered by the events tests
+        }
         let concrete = path
             .replace("{id}", "1")
             .replace("{category}", "1")

@@ -1,6 +1,109 @@
-//! Domain events: the transactional outbox every mutation writes to (and, later, its relay to Kafka
-//! and the live streams fed from it).
+//! Domain events: the transactional outbox every mutation writes to, the relay that publishes it to
+//! Kafka, the analytics ingestion endpoint, and the live per-user SSE streams fed from the outbox.
 
+pub mod ingest;
+pub mod kafka;
 pub mod outbox;
+pub mod relay;
+pub mod stream;
+pub mod tail;
 
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::Storefront;
+use crate::error::{ApiResult, ErrorBody};
+use crate::web::{JsonBody, PathParams};
 pub use outbox::{OutboxEvent, Topic};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_user_events))
+        .routes(routes!(stream_user_events))
+}
+
+/// One analytics event of the storefront (the frontend's `user_events` shape).
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct UserEvent {
+    pub user_id: String,
+    pub event_type: String,
+    pub core_component: String,
+    pub description: Option<String>,
+    /// Free-form object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub client_id: String,
+    /// RFC 3339 date-time.
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// A batch of analytics events.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct UserEventBatch {
+    #[schema(max_items = 500, min_items = 1)]
+    pub data: Vec<UserEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub accepted: usize,
+}
+
+/// Accept one analytics event or a batch of up to 500 (`{"data": [...]}`) for the `user_events`
+/// topic. 503 when they cannot be stored; accepted events are never dropped.
+#[utoipa::path(post, path = "/events/user", tag = "events",
+    request_body(content = UserEventBatch, description = "A batch, or a single `UserEvent` object"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Accepted), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)
+    ))]
+async fn post_user_events(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Accepted>> {
+    let accepted = ingest::accept(&state, &body).await?;
+    Ok(Json(Accepted { accepted }))
+}
+
+/// Server-Sent Events of one user's committed cart, order and user changes (`event:` the event
+/// type, `id:` the event id, `data:` the payload of events.md). Resume with `Last-Event-ID`.
+#[utoipa::path(get, path = "/events/stream/{user_id}", tag = "events",
+    params(
+        ("user_id" = String, Path, description = "User id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
+    ))]
+async fn stream_user_events(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    PathParams(user_id): PathParams<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    stream::open(
+        state.pool.clone(),
+        &state.hub,
+        state.metrics.clone(),
+        user_id,
+        last_event_id,
+    )
+    .await
+}

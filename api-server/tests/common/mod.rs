@@ -2,7 +2,6 @@
 //! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -123,12 +122,7 @@ impl TestApp {
         let mut keys = ApiKeys::default();
         keys.add_key(&storefront_key, Scope::Storefront);
         keys.add_key(&admin_key, Scope::Admin);
-        let state = AppState {
-            pool: pool.clone(),
-            cache,
-            keys: Arc::new(keys),
-            metrics,
-        };
+        let state = AppState::new(pool.clone(), cache, keys, metrics);
         let config = ServeConfig::from_defaults();
         let router = plamatio_api::app(state.clone(), &cli::edge_config(&config));
         TestApp {

@@ -1,0 +1,174 @@
+//! `POST /events/user`: the storefront's analytics events (`user_events`), one or a batch of up to
+//! 500, validated and written to the outbox in one transaction, so an accepted event is never lost;
+//! when the database cannot take them the client gets 503 and may retry.
+
+use chrono::DateTime;
+use serde_json::{Map, Value};
+
+use super::outbox::{self, OutboxEvent, Topic};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Most events in one request.
+pub const MAX_EVENTS: usize = 500;
+/// Largest serialized event.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024;
+
+fn required_string<'a>(event: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+    match event.get(field) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(text),
+        _ => Err(ApiError::invalid(format!("{field} is required"))),
+    }
+}
+
+/// Checks one event of the frontend's shape; returns its user id.
+fn validate_event(event: &Value) -> Result<String, ApiError> {
+    let Value::Object(fields) = event else {
+        return Err(ApiError::invalid("event must be a JSON object"));
+    };
+    let user_id = required_string(fields, "user_id")?.to_owned();
+    required_string(fields, "event_type")?;
+    required_string(fields, "core_component")?;
+    required_string(fields, "client_id")?;
+    let timestamp = required_string(fields, "timestamp")
+        .map_err(|_| ApiError::invalid("timestamp is required"))?;
+    if DateTime::parse_from_rfc3339(timestamp).is_err() {
+        return Err(ApiError::invalid("timestamp must be an RFC 3339 date-time"));
+    }
+    match fields.get("description") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => return Err(ApiError::invalid("description must be a string")),
+    }
+    match fields.get("metadata") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err(ApiError::invalid("metadata must be an object")),
+    }
+    if event.to_string().len() > MAX_EVENT_BYTES {
+        return Err(ApiError::invalid("event larger than 16 KiB"));
+    }
+    Ok(user_id)
+}
+
+/// Splits a body into its events: `{"data": [...]}` or a single event object.
+fn events_of(body: &Value) -> Result<(Vec<&Value>, bool), ApiError> {
+    match body {
+        Value::Object(fields) if fields.contains_key("data") => match &fields["data"] {
+            Value::Array(items) if items.is_empty() => Err(ApiError::invalid("no events")),
+            Value::Array(items) if items.len() > MAX_EVENTS => {
+                Err(ApiError::invalid("too many events, at most 500"))
+            }
+            Value::Array(items) => Ok((items.iter().collect(), true)),
+            _ => Err(ApiError::invalid("data must be a list of events")),
+        },
+        Value::Object(_) => Ok((vec![body], false)),
+        _ => Err(ApiError::invalid(
+            "body must be an event or {\"data\": [events]}",
+        )),
+    }
+}
+
+/// Validates and stores the events; returns how many were accepted.
+pub async fn accept(state: &AppState, body: &Value) -> ApiResult<usize> {
+    let (events, batch) = events_of(body)?;
+    let mut outbox_events = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let user_id = validate_event(event).map_err(|error| {
+            if batch {
+                error.prefixed(&format!("data[{index}]"))
+            } else {
+                error
+            }
+        })?;
+        outbox_events.push(OutboxEvent::raw(
+            Topic::UserEvents,
+            user_id,
+            "user_event",
+            (*event).clone(),
+        ));
+    }
+    let unavailable = |error: sqlx::Error| match ApiError::from(error) {
+        // Whatever kept the database from storing them, the events were not accepted: the client
+        // must retry, so answer 503 rather than 500.
+        ApiError::Internal(cause) => ApiError::Unavailable(cause),
+        other => other,
+    };
+    let mut tx = state.pool.begin().await.map_err(unavailable)?;
+    outbox::append(&mut tx, &outbox_events)
+        .await
+        .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    state
+        .metrics
+        .user_events_accepted
+        .inc_by(outbox_events.len() as u64);
+    Ok(outbox_events.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> Value {
+        json!({
+            "user_id": "user_1", "event_type": "click", "core_component": "cart",
+            "description": "added", "client_id": "web", "timestamp": "2026-11-25T10:00:00Z",
+            "metadata": {"product_id": 3}
+        })
+    }
+
+    #[test]
+    fn valid_event_passes() {
+        assert_eq!(validate_event(&event()).unwrap(), "user_1");
+    }
+
+    #[test]
+    fn each_field_is_checked() {
+        let cases = [
+            ("user_id", json!(""), "user_id is required"),
+            ("event_type", json!(null), "event_type is required"),
+            ("core_component", json!(3), "core_component is required"),
+            ("client_id", json!(" "), "client_id is required"),
+            (
+                "timestamp",
+                json!("yesterday"),
+                "timestamp must be an RFC 3339 date-time",
+            ),
+            ("metadata", json!([1]), "metadata must be an object"),
+            ("description", json!(5), "description must be a string"),
+        ];
+        for (field, value, message) in cases {
+            let mut bad = event();
+            bad[field] = value;
+            assert_eq!(
+                validate_event(&bad).unwrap_err().to_string(),
+                message,
+                "{field}"
+            );
+        }
+        let mut big = event();
+        big["metadata"] = json!({"blob": "x".repeat(MAX_EVENT_BYTES)});
+        assert_eq!(
+            validate_event(&big).unwrap_err().to_string(),
+            "event larger than 16 KiB"
+        );
+    }
+
+    #[test]
+    fn batches_are_bounded() {
+        assert!(events_of(&json!({"data": []})).is_err());
+        let many: Vec<Value> = (0..501).map(|_| event()).collect();
+        assert_eq!(
+            events_of(&json!({"data": many})).unwrap_err().to_string(),
+            "too many events, at most 500"
+        );
+        assert_eq!(
+            events_of(&json!({"data": [event(), event()]}))
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+        assert!(!events_of(&event()).unwrap().1);
+    }
+}

@@ -1,0 +1,212 @@
+//! Kafka connection settings (the environment events.md lists, set by the operator) and the rdkafka
+//! client configurations built from them: the idempotent producer of the relay, consumers for
+//! debugging and tests, and topic creation.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use super::outbox::Topic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslSsl,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslSsl | SecurityProtocol::SaslPlaintext
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Where the brokers are and how to talk to them. Without bootstrap servers the relay does not run
+/// and events stay in the outbox (and reach live streams).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true, default_value_t = SecurityProtocol::Plaintext)]
+    pub kafka_security_protocol: SecurityProtocol,
+
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true, default_value_t = SaslMechanism::Plain)]
+    pub kafka_sasl_mechanism: SaslMechanism,
+
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+
+    /// Prefix of every topic name, e.g. `store-a.` gives `store-a.cart_updates`.
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
+    /// Compression of produced batches (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+    #[arg(long, env = "KAFKA_COMPRESSION", default_value = "lz4")]
+    pub kafka_compression: String,
+
+    /// How long the producer keeps retrying one message before reporting it failed.
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub kafka_message_timeout_ms: u64,
+
+    /// Create missing topics at start-up (the operator creates them in a cluster).
+    #[arg(long, env = "KAFKA_CREATE_TOPICS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kafka_create_topics: bool,
+
+    /// Partitions of topics created at start-up.
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub kafka_topic_partitions: i32,
+}
+
+impl KafkaConfig {
+    /// The settings for `bootstrap` with every other value at its default (tests, tools).
+    pub fn for_bootstrap(bootstrap: &str) -> KafkaConfig {
+        KafkaConfig {
+            kafka_bootstrap_servers: Some(bootstrap.to_owned()),
+            kafka_security_protocol: SecurityProtocol::Plaintext,
+            kafka_sasl_mechanism: SaslMechanism::Plain,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_topic_prefix: String::new(),
+            kafka_compression: "lz4".into(),
+            kafka_message_timeout_ms: 10_000,
+            kafka_create_topics: true,
+            kafka_topic_partitions: 3,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.kafka_bootstrap_servers
+            .as_deref()
+            .is_some_and(|servers| !servers.trim().is_empty())
+    }
+
+    /// The full topic name, with the prefix.
+    pub fn topic_name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.kafka_topic_prefix)
+    }
+
+    /// Connection and security settings shared by every client.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set(
+                "bootstrap.servers",
+                self.kafka_bootstrap_servers.clone().unwrap_or_default(),
+            )
+            .set("security.protocol", self.kafka_security_protocol.as_str())
+            .set("client.id", "plamatio-api");
+        if self.kafka_security_protocol.uses_sasl() {
+            config.set("sasl.mechanism", self.kafka_sasl_mechanism.as_str());
+            if let Some(username) = &self.kafka_sasl_username {
+                config.set("sasl.username", username);
+            }
+            if let Some(password) = &self.kafka_sasl_password {
+                config.set("sasl.password", password);
+            }
+        }
+        config
+    }
+
+    /// The relay's producer: idempotent (no duplicates or reordering from its own retries), waits
+    /// for all in-sync replicas, compresses, and reports a message failed after the timeout.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("compression.type", &self.kafka_compression)
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                self.kafka_message_timeout_ms.to_string(),
+            );
+        config
+    }
+
+    /// A consumer that reads assigned partitions without committing offsets.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000");
+        config
+    }
+
+    /// Creates the topics Plamatio produces to, skipping those that exist.
+    pub async fn ensure_topics(&self) -> Result<(), rdkafka::error::KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let names: Vec<String> = Topic::ALL
+            .iter()
+            .map(|t| self.topic_name(t.as_str()))
+            .collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.kafka_topic_partitions.max(1),
+                    TopicReplication::Fixed(-1),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created Kafka topic"),
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(topic = %name, "Kafka topic exists");
+                }
+                Err((name, code)) => {
+                    tracing::warn!(topic = %name, error = %code, "could not create Kafka topic");
+                }
+            }
+        }
+        Ok(())
+    }
+}

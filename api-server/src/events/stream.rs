@@ -1,0 +1,220 @@
+//! Live Server-Sent Event streams of one user's committed changes (`GET /events/stream/:user_id`).
+//!
+//! Every committed outbox row of a user topic sends a PostgreSQL `NOTIFY` with the user id, so a
+//! change made through any replica wakes the streams of every replica. The hub holds one `LISTEN`
+//! connection per process and fans the user ids out; each stream then reads its user's new rows from
+//! the outbox (so nothing is lost between notifications, and `Last-Event-ID` resumes from the outbox).
+//! Streams also re-check every few seconds in case a notification was missed.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::outbox::{NOTIFY_CHANNEL, Topic};
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// How often a stream re-reads the outbox without a notification.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// Rows read per query.
+const PAGE: i64 = 100;
+/// Keep-alive comment interval.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Fans `NOTIFY` payloads (user ids) out to the streams of this process.
+#[derive(Clone)]
+pub struct StreamHub {
+    sender: broadcast::Sender<String>,
+}
+
+impl Default for StreamHub {
+    fn default() -> Self {
+        StreamHub::new()
+    }
+}
+
+impl StreamHub {
+    pub fn new() -> StreamHub {
+        let (sender, _) = broadcast::channel(4096);
+        StreamHub { sender }
+    }
+
+    /// Starts the `LISTEN` task; it reconnects by itself and stops when the hub is dropped.
+    pub fn spawn_listener(&self, pool: PgPool) {
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            loop {
+                match listen(&pool, &sender).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "event stream LISTEN connection failed; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                if pool.is_closed() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.sender.subscribe()
+    }
+}
+
+async fn listen(pool: &PgPool, sender: &broadcast::Sender<String>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        let key = notification.payload();
+        if !key.is_empty() {
+            // No receiver is fine: nobody streams now.
+            let _ = sender.send(key.to_owned());
+        }
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct StreamRow {
+    id: i64,
+    event_id: Uuid,
+    event_type: String,
+    payload: Value,
+}
+
+/// Decrements the subscriber gauge when a stream ends.
+struct SubscriberGuard(Metrics);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.sse_subscribers.dec();
+    }
+}
+
+struct StreamState {
+    pool: PgPool,
+    user_id: String,
+    last_id: i64,
+    buffer: VecDeque<StreamRow>,
+    receiver: broadcast::Receiver<String>,
+    _guard: SubscriberGuard,
+}
+
+const USER_TOPICS: [&str; 3] = [
+    Topic::CartUpdates.as_str(),
+    Topic::OrdersUpdates.as_str(),
+    Topic::UsersUpdates.as_str(),
+];
+
+async fn rows_after(
+    pool: &PgPool,
+    user_id: &str,
+    after: i64,
+) -> Result<Vec<StreamRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, event_type, payload FROM outbox \
+         WHERE event_key = $1 AND id > $2 AND topic = ANY($3) ORDER BY id LIMIT $4",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(&USER_TOPICS[..])
+    .bind(PAGE)
+    .fetch_all(pool)
+    .await
+}
+
+/// Where a stream starts: after the event the client saw last, or at the current end of the
+/// outbox. An unknown (e.g. pruned) event id replays everything retained for the user.
+async fn start_position(pool: &PgPool, last_event_id: Option<&str>) -> ApiResult<i64> {
+    match last_event_id {
+        Some(text) => {
+            let event_id = Uuid::parse_str(text.trim()).map_err(|_| {
+                ApiError::invalid("invalid Last-Event-ID, expected an event id (UUID)")
+            })?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1")
+                    .bind(event_id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(found.unwrap_or(0))
+        }
+        None => Ok(
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM outbox")
+                .fetch_one(pool)
+                .await?,
+        ),
+    }
+}
+
+fn to_event(row: &StreamRow) -> Event {
+    Event::default()
+        .event(row.event_type.as_str())
+        .id(row.event_id.to_string())
+        .data(row.payload.to_string())
+}
+
+async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
+    loop {
+        if let Some(row) = state.buffer.pop_front() {
+            state.last_id = row.id;
+            let event = to_event(&row);
+            return Some((Ok(event), state));
+        }
+        match rows_after(&state.pool, &state.user_id, state.last_id).await {
+            Ok(rows) if !rows.is_empty() => {
+                state.buffer.extend(rows);
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "event stream read failed; retrying"),
+        }
+        // Wait for this user's notification (or a lag, which may have hidden one), or re-check.
+        let deadline = tokio::time::sleep(RECHECK_EVERY);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                received = state.receiver.recv() => match received {
+                    Ok(key) if key == state.user_id => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}
+
+/// Opens the stream for one user.
+pub async fn open(
+    pool: PgPool,
+    hub: &StreamHub,
+    metrics: Metrics,
+    user_id: String,
+    last_event_id: Option<&str>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
+    // Subscribe before reading the start position, so no notification falls in between.
+    let receiver = hub.subscribe();
+    let last_id = start_position(&pool, last_event_id).await?;
+    metrics.sse_subscribers.inc();
+    let state = StreamState {
+        pool,
+        user_id,
+        last_id,
+        buffer: VecDeque::new(),
+        receiver,
+        _guard: SubscriberGuard(metrics),
+    };
+    let stream = futures::stream::unfold(state, next_event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}

@@ -14,7 +14,8 @@ use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeCo
 use crate::events::relay::{self, Relay, RelaySettings};
 use crate::metrics::Metrics;
 use crate::middleware::EdgeConfig;
-use crate::{AppState, db, events, telemetry};
+use crate::ratelimit::{self, RateLimits};
+use crate::{AppState, db, events, idempotency, telemetry};
 
 /// Runs the command given on the command line.
 pub async fn run() -> anyhow::Result<()> {
@@ -120,7 +121,32 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         ),
     };
     tracing::info!(cache = cache.backend_name(), "cache ready");
-    Ok(AppState::new(pool, cache, keys, metrics))
+    let proxies = ratelimit::parse_trusted_proxies(&config.trusted_proxies)
+        .context("parsing PLAMATIO_TRUSTED_PROXIES")?;
+    let limits = RateLimits::new(config.rate_limit_per_minute, proxies);
+    Ok(AppState::new(pool, cache, keys, metrics).with_rate_limits(limits))
+}
+
+/// Every minute: forget idle rate-limit buckets; every hour: prune expired idempotency records.
+async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut minutes = 0u64;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {},
+            _ = shutdown.changed() => return,
+        }
+        if let Some(limits) = &state.rate_limits {
+            limits.forget_idle();
+        }
+        if minutes.is_multiple_of(60) {
+            match idempotency::prune(&state.pool).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "pruned expired idempotency records"),
+                Err(error) => tracing::warn!(%error, "idempotency pruning failed"),
+            }
+        }
+        minutes += 1;
+    }
 }
 
 /// Starts the outbox monitor (backlog metrics, pruning) and, with Kafka configured, the relay.
@@ -132,13 +158,16 @@ async fn start_background(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let relay_enabled = config.kafka.enabled();
     let retention = Duration::from_secs(config.outbox_retention_hours * 3600);
-    let mut tasks = vec![tokio::spawn(relay::monitor(
-        state.pool.clone(),
-        state.metrics.clone(),
-        retention,
-        relay_enabled,
-        shutdown.clone(),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(relay::monitor(
+            state.pool.clone(),
+            state.metrics.clone(),
+            retention,
+            relay_enabled,
+            shutdown.clone(),
+        )),
+        tokio::spawn(housekeeping(state.clone(), shutdown.clone())),
+    ];
     if relay_enabled {
         if config.kafka.kafka_create_topics
             && let Err(error) = config.kafka.ensure_topics().await

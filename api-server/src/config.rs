@@ -148,6 +148,14 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Requests per minute per API key (and client IP for the storefront scope); 0 disables.
+    #[arg(long, env = "PLAMATIO_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs.
+    #[arg(long, env = "PLAMATIO_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
     #[command(flatten)]
     pub kafka: KafkaConfig,
 

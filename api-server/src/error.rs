@@ -32,6 +32,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Aborted(String),
+    /// The request is well-formed but conflicts with an earlier one (422).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,7 +108,8 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument { .. }
             | ApiError::UnsupportedMediaType
-            | ApiError::PayloadTooLarge => "invalid_argument",
+            | ApiError::PayloadTooLarge
+            | ApiError::Unprocessable(_) => "invalid_argument",
             ApiError::NotFound(_) => "not_found",
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::FailedPrecondition(_) => "failed_precondition",

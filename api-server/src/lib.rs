@@ -19,11 +19,14 @@ pub mod core;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod pagination;
 pub mod products;
+pub mod ratelimit;
 pub mod telemetry;
 pub mod users;
 pub mod web;
@@ -33,6 +36,7 @@ use cache::Cache;
 use events::stream::StreamHub;
 use metrics::Metrics;
 use middleware::EdgeConfig;
+use ratelimit::RateLimits;
 
 /// Everything a request handler needs, shared by all requests.
 #[derive(Clone)]
@@ -42,6 +46,8 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     pub metrics: Metrics,
     pub hub: StreamHub,
+    /// `None` when rate limiting is disabled.
+    pub rate_limits: Option<Arc<RateLimits>>,
 }
 
 impl AppState {
@@ -55,7 +61,14 @@ impl AppState {
             keys: Arc::new(keys),
             metrics,
             hub,
+            rate_limits: None,
         }
+    }
+
+    /// Enables rate limiting.
+    pub fn with_rate_limits(mut self, limits: Option<RateLimits>) -> AppState {
+        self.rate_limits = limits.map(Arc::new);
+        self
     }
 }
 
@@ -85,7 +98,17 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The complete application: routes, `/openapi.json`, fallbacks and edge layers.
 pub fn app(state: AppState, edge: &EdgeConfig) -> Router {
     let (router, _) = api_router().split_for_parts();
+    // Route layers run only for matched routes (404/405 come first); the last added runs first:
+    // rate limit → idempotency → handler (auth, parsing, validation).
     let router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .fallback(middleware::endpoint_not_found)
         .with_state(state);
     middleware::wrap(router, edge)

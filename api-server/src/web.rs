@@ -137,15 +137,18 @@ impl IntoResponse for JsonBytes {
     }
 }
 
-/// `{"data": [...]}`, the collection wrapper of the contract.
+/// `{"data": [...]}`, the collection wrapper of the contract; `next` is the cursor of the following
+/// page when a paginated list has more rows.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct DataList<T> {
     pub data: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl<T> DataList<T> {
     pub fn new(data: Vec<T>) -> Self {
-        DataList { data }
+        DataList { data, next: None }
     }
 }
 

@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{CartItem, ValidCartItem};
+use crate::pagination::Page;
 
 pub async fn item(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<CartItem>, sqlx::Error> {
     sqlx::query_as("SELECT id, product_id, quantity, user_id FROM cart_items WHERE id = $1")
@@ -14,11 +15,15 @@ pub async fn item(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<CartI
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
+    page: &Page<i64>,
 ) -> Result<Vec<CartItem>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, product_id, quantity, user_id FROM cart_items WHERE user_id = $1 ORDER BY id",
+        "SELECT id, product_id, quantity, user_id FROM cart_items \
+         WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
     )
     .bind(user_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }

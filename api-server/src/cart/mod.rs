@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,6 +17,7 @@ use crate::AppState;
 use crate::auth::Storefront;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::pagination::{self, PageQuery};
 use crate::products;
 use crate::users;
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
@@ -111,21 +113,22 @@ async fn get_cart_item(
 
 /// A user's cart, by id (empty for an unknown user).
 #[utoipa::path(get, path = "/cart/all/{user_id}", tag = "cart",
-    params(("user_id" = String, Path, description = "User id")),
+    params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<CartItem>), (status = 401, body = ErrorBody)))]
 async fn cart_of_user(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::user_cart(&user_id), || async {
-            Ok(DataList::new(db::items_of(&state.pool, &user_id).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::user_cart(&user_id),
+        &page,
+        |page| async move { Ok(db::items_of(&state.pool, &user_id, &page).await?) },
+    )
+    .await
 }
 
 /// Insert validated rows with their events in one transaction, then invalidate.

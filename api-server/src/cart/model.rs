@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
+
 use crate::error::ApiError;
 
 /// Largest quantity of one cart row.
@@ -99,6 +101,12 @@ impl CartItemsRequest {
                     .map_err(|e| e.prefixed(&format!("data[{index}]")))
             })
             .collect()
+    }
+}
+
+impl Keyed for CartItem {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
     }
 }
 

@@ -3,6 +3,7 @@
 use sqlx::{PgExecutor, PgPool};
 
 use super::model::{Category, SubCategory};
+use crate::pagination::Page;
 
 macro_rules! select_categories {
     () => {
@@ -22,10 +23,15 @@ pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::
         .await
 }
 
-pub async fn all_categories(pool: &PgPool) -> Result<Vec<Category>, sqlx::Error> {
-    sqlx::query_as(concat!(select_categories!(), " ORDER BY id"))
-        .fetch_all(pool)
-        .await
+pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Category>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        select_categories!(),
+        " WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind(page.after)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn sub_category(
@@ -38,21 +44,32 @@ pub async fn sub_category(
         .await
 }
 
-pub async fn all_sub_categories(pool: &PgPool) -> Result<Vec<SubCategory>, sqlx::Error> {
-    sqlx::query_as(concat!(select_sub_categories!(), " ORDER BY id"))
-        .fetch_all(pool)
-        .await
+pub async fn all_sub_categories(
+    pool: &PgPool,
+    page: &Page<i64>,
+) -> Result<Vec<SubCategory>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        select_sub_categories!(),
+        " WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind(page.after)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn sub_categories_of(
     pool: &PgPool,
     category_id: i64,
+    page: &Page<i64>,
 ) -> Result<Vec<SubCategory>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_sub_categories!(),
-        " WHERE category_id = $1 ORDER BY id"
+        " WHERE category_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
     ))
     .bind(category_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(pool)
     .await
 }

@@ -4,6 +4,7 @@ pub mod db;
 pub mod model;
 
 use axum::extract::State;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -11,6 +12,7 @@ use crate::AppState;
 use crate::auth::Storefront;
 use crate::cache::{CacheKey, DEFAULT_TTL};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::pagination::{self, PageQuery};
 use crate::web::{DataList, JsonBytes, PathParams};
 use model::{Category, SubCategory};
 
@@ -75,19 +77,21 @@ async fn get_category(
 
 /// All categories, by id.
 #[utoipa::path(get, path = "/categories/all", tag = "categories",
+    params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Category>), (status = 401, body = ErrorBody)))]
 async fn all_categories(
     _caller: Storefront,
     State(state): State<AppState>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::all_categories(), || async {
-            Ok(DataList::new(db::all_categories(&state.pool).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::all_categories(),
+        &page,
+        |page| async move { Ok(db::all_categories(&state.pool, &page).await?) },
+    )
+    .await
 }
 
 /// One sub-category.
@@ -117,24 +121,26 @@ async fn get_sub_category(
 
 /// All sub-categories, by id.
 #[utoipa::path(get, path = "/categories/subcategories/all", tag = "categories",
+    params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<SubCategory>), (status = 401, body = ErrorBody)))]
 async fn all_sub_categories(
     _caller: Storefront,
     State(state): State<AppState>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::all_sub_categories(), || async {
-            Ok(DataList::new(db::all_sub_categories(&state.pool).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::all_sub_categories(),
+        &page,
+        |page| async move { Ok(db::all_sub_categories(&state.pool, &page).await?) },
+    )
+    .await
 }
 
 /// The sub-categories of one category, by id (empty for an unknown category).
 #[utoipa::path(get, path = "/categories/subcategories/category/{category_id}", tag = "categories",
-    params(("category_id" = i64, Path, description = "Category id")),
+    params(("category_id" = i64, Path, description = "Category id"), PageQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, body = DataList<SubCategory>),
@@ -144,14 +150,13 @@ async fn sub_categories_of_category(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(category_id): PathParams<i64>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::sub_categories_of(category_id), || async {
-            Ok(DataList::new(
-                db::sub_categories_of(&state.pool, category_id).await?,
-            ))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::sub_categories_of(category_id),
+        &page,
+        |page| async move { Ok(db::sub_categories_of(&state.pool, category_id, &page).await?) },
+    )
+    .await
 }

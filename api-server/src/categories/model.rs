@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Category {
     pub id: i64,
@@ -21,4 +23,16 @@ pub struct SubCategory {
     #[sqlx(rename = "category_id")]
     pub category: i64,
     pub offered: bool,
+}
+
+impl Keyed for Category {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Keyed for SubCategory {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
 }

@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Order, OrderItem, ValidLine, ValidOrder};
+use crate::pagination::Page;
 
 macro_rules! order_columns {
     () => {
@@ -45,13 +46,16 @@ pub async fn order_for_update(
 pub async fn orders_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
+    page: &Page<i64>,
 ) -> Result<Vec<Order>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
-        " FROM orders WHERE user_id = $1 ORDER BY id"
+        " FROM orders WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
     ))
     .bind(user_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }
@@ -130,13 +134,16 @@ pub async fn item_for_update(
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
     order_id: i64,
+    page: &Page<i64>,
 ) -> Result<Vec<OrderItem>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         item_columns!(),
-        " FROM order_items WHERE order_id = $1 ORDER BY id"
+        " FROM order_items WHERE order_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
     ))
     .bind(order_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,6 +18,7 @@ use crate::auth::Storefront;
 use crate::cache::CacheKey;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::pagination::{self, Page, PageQuery};
 use crate::products;
 use crate::users;
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
@@ -160,21 +162,22 @@ async fn get_order(
 
 /// A user's orders, by id (empty for an unknown user).
 #[utoipa::path(get, path = "/orders/all/{user_id}", tag = "orders",
-    params(("user_id" = String, Path, description = "User id")),
+    params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Order>), (status = 401, body = ErrorBody)))]
 async fn orders_of_user(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::user_orders(&user_id), || async {
-            Ok(DataList::new(db::orders_of(&state.pool, &user_id).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::user_orders(&user_id),
+        &page,
+        |page| async move { Ok(db::orders_of(&state.pool, &user_id, &page).await?) },
+    )
+    .await
 }
 
 /// Writes an order and its lines with the `order_created` event in one transaction.
@@ -239,7 +242,7 @@ async fn update_order(
         _ => return Err(order_not_found(id)),
     }
     let order = db::update_order(&mut tx, id, &valid).await?;
-    let items = db::items_of(&mut *tx, id).await?;
+    let items = db::items_of(&mut *tx, id, &Page::all()).await?;
     outbox::append(&mut tx, &[order_event("order_updated", &order, &items)]).await?;
     tx.commit().await?;
     // Touches: order-cache/{id}, detailed-order-cache/{id}, user-orders-cache/{user},
@@ -307,7 +310,7 @@ async fn get_order_item(
 
 /// An order's items, by id (empty for an unknown order).
 #[utoipa::path(get, path = "/orders/items/all/{order_id}", tag = "orders",
-    params(("order_id" = i64, Path, description = "Order id")),
+    params(("order_id" = i64, Path, description = "Order id"), PageQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, body = DataList<OrderItem>), (status = 400, body = ErrorBody),
@@ -317,14 +320,15 @@ async fn items_of_order(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(order_id): PathParams<i64>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::order_items(order_id), || async {
-            Ok(DataList::new(db::items_of(&state.pool, order_id).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::order_items(order_id),
+        &page,
+        |page| async move { Ok(db::items_of(&state.pool, order_id, &page).await?) },
+    )
+    .await
 }
 
 async fn ensure_product_exists(state: &AppState, product_id: i64) -> ApiResult<()> {
@@ -478,7 +482,7 @@ async fn get_detailed_order(
             let order = db::order(&state.pool, order_id)
                 .await?
                 .ok_or_else(|| order_not_found(order_id))?;
-            let items = db::items_of(&state.pool, order_id).await?;
+            let items = db::items_of(&state.pool, order_id, &Page::all()).await?;
             Ok(DetailedOrder { order, items })
         })
         .await
@@ -487,34 +491,32 @@ async fn get_detailed_order(
 
 /// A user's orders with their items, by id: two queries whatever the number of orders.
 #[utoipa::path(get, path = "/orders/detailed/all/{user_id}", tag = "orders",
-    params(("user_id" = String, Path, description = "User id")),
+    params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<DetailedOrder>), (status = 401, body = ErrorBody)))]
 async fn detailed_orders_of_user(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::user_detailed_orders(&user_id), || async {
-            let orders = db::orders_of(&state.pool, &user_id).await?;
-            let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
-            let mut items_by_order: HashMap<i64, Vec<OrderItem>> = HashMap::new();
-            for item in db::items_of_orders(&state.pool, &ids).await? {
-                items_by_order.entry(item.order_id).or_default().push(item);
-            }
-            let detailed = orders
-                .into_iter()
-                .map(|order| {
-                    let items = items_by_order.remove(&order.id).unwrap_or_default();
-                    DetailedOrder { order, items }
-                })
-                .collect();
-            Ok(DataList::new(detailed))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    let key = cache_keys::user_detailed_orders(&user_id);
+    pagination::list(&state.cache, &key, &page, |page| async move {
+        let orders = db::orders_of(&state.pool, &user_id, &page).await?;
+        let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+        let mut items_by_order: HashMap<i64, Vec<OrderItem>> = HashMap::new();
+        for item in db::items_of_orders(&state.pool, &ids).await? {
+            items_by_order.entry(item.order_id).or_default().push(item);
+        }
+        Ok(orders
+            .into_iter()
+            .map(|order| {
+                let items = items_by_order.remove(&order.id).unwrap_or_default();
+                DetailedOrder { order, items }
+            })
+            .collect())
+    })
+    .await
 }
 
 /// Checkout: validates the order and every item first, then writes the order and its items in one

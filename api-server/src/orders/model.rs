@@ -5,6 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
+
 use crate::error::ApiError;
 
 fn rfc3339_micros<S: Serializer>(value: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -191,6 +193,24 @@ impl DetailedOrderRequest {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((order, lines))
+    }
+}
+
+impl Keyed for Order {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Keyed for OrderItem {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Keyed for DetailedOrder {
+    fn cursor_key(&self) -> String {
+        self.order.id.to_string()
     }
 }
 

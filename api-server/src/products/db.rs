@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Product, ValidProduct};
+use crate::pagination::Page;
 
 /// The columns of a `Product`, from `products p`.
 macro_rules! product_columns {
@@ -41,12 +42,17 @@ pub async fn product_for_update(
     .await
 }
 
-pub async fn all(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
+pub async fn all(
+    executor: impl PgExecutor<'_>,
+    page: &Page<i64>,
+) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         product_columns!(),
-        " FROM products p ORDER BY p.id"
+        " FROM products p WHERE ($1::bigint IS NULL OR p.id > $1) ORDER BY p.id LIMIT $2"
     ))
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }
@@ -54,13 +60,17 @@ pub async fn all(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Er
 pub async fn by_category(
     executor: impl PgExecutor<'_>,
     category_id: i64,
+    page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         product_columns!(),
-        " FROM products p WHERE p.category_id = $1 ORDER BY p.id"
+        " FROM products p WHERE p.category_id = $1 AND ($2::bigint IS NULL OR p.id > $2) \
+         ORDER BY p.id LIMIT $3"
     ))
     .bind(category_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }
@@ -68,13 +78,17 @@ pub async fn by_category(
 pub async fn by_sub_category(
     executor: impl PgExecutor<'_>,
     sub_category_id: i64,
+    page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         product_columns!(),
-        " FROM products p WHERE p.sub_category_id = $1 ORDER BY p.id"
+        " FROM products p WHERE p.sub_category_id = $1 AND ($2::bigint IS NULL OR p.id > $2) \
+         ORDER BY p.id LIMIT $3"
     ))
     .bind(sub_category_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }
@@ -110,14 +124,18 @@ pub async fn hero_of_category(
 pub async fn search(
     executor: impl PgExecutor<'_>,
     like_pattern: &str,
+    page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         product_columns!(),
         " FROM products p \
-         WHERE p.name ILIKE $1 ESCAPE '\\' OR p.description ILIKE $1 ESCAPE '\\' ORDER BY p.id"
+         WHERE (p.name ILIKE $1 ESCAPE '\\' OR p.description ILIKE $1 ESCAPE '\\') \
+         AND ($2::bigint IS NULL OR p.id > $2) ORDER BY p.id LIMIT $3"
     ))
     .bind(like_pattern)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,6 +19,7 @@ use crate::cart;
 use crate::categories;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::pagination::{self, PageQuery};
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{Product, ProductRequest, ValidProduct};
 
@@ -130,21 +132,23 @@ async fn get_product(
 
 /// All products, by id.
 #[utoipa::path(get, path = "/products/all", tag = "products",
+    params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Product>), (status = 401, body = ErrorBody)))]
-async fn all_products(_caller: Storefront, State(state): State<AppState>) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::all(), || async {
-            Ok(DataList::new(db::all(&state.pool).await?))
-        })
-        .await
-        .map(JsonBytes)
+async fn all_products(
+    _caller: Storefront,
+    State(state): State<AppState>,
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(&state.cache, &cache_keys::all(), &page, |page| async move {
+        Ok(db::all(&state.pool, &page).await?)
+    })
+    .await
 }
 
 /// The products of a category, by id (empty for an unknown category).
 #[utoipa::path(get, path = "/products/category/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Category id")),
+    params(("id" = i64, Path, description = "Category id"), PageQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, body = DataList<Product>),
@@ -154,19 +158,20 @@ async fn products_of_category(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::by_category(id), || async {
-            Ok(DataList::new(db::by_category(&state.pool, id).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::by_category(id),
+        &page,
+        |page| async move { Ok(db::by_category(&state.pool, id, &page).await?) },
+    )
+    .await
 }
 
 /// The products of a sub-category, by id (empty for an unknown sub-category).
 #[utoipa::path(get, path = "/products/subcategory/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Sub-category id")),
+    params(("id" = i64, Path, description = "Sub-category id"), PageQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, body = DataList<Product>),
@@ -176,14 +181,15 @@ async fn products_of_sub_category(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::by_sub_category(id), || async {
-            Ok(DataList::new(db::by_sub_category(&state.pool, id).await?))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::by_sub_category(id),
+        &page,
+        |page| async move { Ok(db::by_sub_category(&state.pool, id, &page).await?) },
+    )
+    .await
 }
 
 /// The store's hero products, by id.
@@ -227,7 +233,7 @@ async fn hero_products_of_category(
 /// Products whose name or description contains the query (case-insensitive, `%` and `_` literal),
 /// by id. Not cached: queries are unbounded and results must never be stale.
 #[utoipa::path(get, path = "/products/search/{query}", tag = "products",
-    params(("query" = String, Path, description = "Text to find, 1–100 characters")),
+    params(("query" = String, Path, description = "Text to find, 1–100 characters"), PageQuery),
     security(("api_key" = [])),
     responses(
         (status = 200, body = DataList<Product>),
@@ -237,10 +243,14 @@ async fn search_products(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(query): PathParams<String>,
-) -> ApiResult<Json<DataList<Product>>> {
+    page: PageQuery,
+) -> ApiResult<Response> {
     let query = model::validate_search(&query)?;
-    let products = db::search(&state.pool, &model::like_pattern(query)).await?;
-    Ok(Json(DataList::new(products)))
+    let pattern = model::like_pattern(query);
+    pagination::uncached(&page, |page| async move {
+        Ok(db::search(&state.pool, &pattern, &page).await?)
+    })
+    .await
 }
 
 /// Runs the contract's validation of a product body, including the category checks.

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
+
 use crate::error::ApiError;
 
 /// A catalog product.
@@ -135,6 +137,12 @@ pub fn validate_search(query: &str) -> Result<&str, ApiError> {
         return Err(ApiError::invalid("invalid search query"));
     }
     Ok(trimmed)
+}
+
+impl Keyed for Product {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Address, User, ValidAddress};
+use crate::pagination::Page;
 
 macro_rules! select_users {
     () => {
@@ -23,10 +24,18 @@ pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User
         .await
 }
 
-pub async fn all_users(executor: impl PgExecutor<'_>) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as(concat!(select_users!(), " ORDER BY id"))
-        .fetch_all(executor)
-        .await
+pub async fn all_users(
+    executor: impl PgExecutor<'_>,
+    page: &Page<String>,
+) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        select_users!(),
+        " WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
+    .bind(page.after.as_deref())
+    .bind(page.limit)
+    .fetch_all(executor)
+    .await
 }
 
 pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
@@ -133,13 +142,16 @@ pub async fn address_for_update(
 pub async fn addresses_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
+    page: &Page<i64>,
 ) -> Result<Vec<Address>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         address_columns!(),
-        " FROM addresses WHERE user_id = $1 ORDER BY id"
+        " FROM addresses WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
     ))
     .bind(user_id)
+    .bind(page.after)
+    .bind(page.limit)
     .fetch_all(executor)
     .await
 }

@@ -7,6 +7,7 @@ pub mod model;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,6 +16,7 @@ use crate::auth::{Admin, Storefront};
 use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::pagination::{self, PageQuery};
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
 
@@ -96,16 +98,21 @@ async fn get_user(
 
 /// Every user, by id (admin).
 #[utoipa::path(get, path = "/users/all", tag = "users",
+    params(PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<User>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn all_users(_caller: Admin, State(state): State<AppState>) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::all_users(), || async {
-            Ok(DataList::new(db::all_users(&state.pool).await?))
-        })
-        .await
-        .map(JsonBytes)
+async fn all_users(
+    _caller: Admin,
+    State(state): State<AppState>,
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::all_users(),
+        &page,
+        |page| async move { Ok(db::all_users(&state.pool, &page).await?) },
+    )
+    .await
 }
 
 /// Create a user with the identity provider's id; 409 when the id or the email (case-insensitive)
@@ -254,23 +261,22 @@ async fn get_address(
 
 /// A user's addresses, by id (empty for an unknown user).
 #[utoipa::path(get, path = "/users/addresses/user/{user_id}", tag = "users",
-    params(("user_id" = String, Path, description = "User id")),
+    params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Address>), (status = 401, body = ErrorBody)))]
 async fn addresses_of_user(
     _caller: Storefront,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
-) -> ApiResult<JsonBytes> {
-    state
-        .cache
-        .get_or_load(&cache_keys::user_addresses(&user_id), || async {
-            Ok(DataList::new(
-                db::addresses_of(&state.pool, &user_id).await?,
-            ))
-        })
-        .await
-        .map(JsonBytes)
+    page: PageQuery,
+) -> ApiResult<Response> {
+    pagination::list(
+        &state.cache,
+        &cache_keys::user_addresses(&user_id),
+        &page,
+        |page| async move { Ok(db::addresses_of(&state.pool, &user_id, &page).await?) },
+    )
+    .await
 }
 
 async fn ensure_user_exists(state: &AppState, user_id: &str) -> ApiResult<()> {

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::pagination::Keyed;
+
 use crate::error::ApiError;
 
 /// A shopper. `id` is the identity provider's user id.
@@ -158,6 +160,18 @@ pub fn address_event_view(address: &Address) -> Value {
         "zip_code": address.zip_code,
         "user_id": address.user_id,
     })
+}
+
+impl Keyed for User {
+    fn cursor_key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+impl Keyed for Address {
+    fn cursor_key(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 #[cfg(test)]

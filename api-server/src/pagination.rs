@@ -1,0 +1,184 @@
+//! Keyset pagination of list endpoints: `?limit=` (1–500) and `?after=<cursor>`. The answer is the
+//! usual `{"data": [...]}` plus `"next"` when more rows follow; without parameters the full list is
+//! returned (and cached) as before. A cursor is an opaque string that encodes the last row's id.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::cache::{Cache, CacheKey};
+use crate::error::{ApiError, ApiResult};
+use crate::web::{DataList, JsonBytes};
+
+/// Largest page.
+pub const MAX_LIMIT: i64 = 500;
+
+/// The pagination parameters of a request, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1–500. Without it (and without `after`) the whole list is returned.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+}
+
+/// What one list query should return: rows after `after`, at most `limit` (`None`: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<A> {
+    pub after: Option<A>,
+    pub limit: Option<i64>,
+}
+
+impl<A> Page<A> {
+    /// The whole list.
+    pub fn all() -> Page<A> {
+        Page {
+            after: None,
+            limit: None,
+        }
+    }
+}
+
+/// A row that can be paged through: its id, as the cursor encodes it.
+pub trait Keyed {
+    fn cursor_key(&self) -> String;
+}
+
+pub fn encode_cursor(key: &str) -> String {
+    hex::encode(key.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    String::from_utf8(hex::decode(cursor).ok()?).ok()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid("invalid query string"))?;
+        let limit = match params.get("limit") {
+            None => None,
+            Some(text) => match text.trim().parse::<i64>() {
+                Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Some(limit),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "invalid limit, must be between 1 and 500",
+                    ));
+                }
+            },
+        };
+        let after = match params.get("after") {
+            None => None,
+            Some(cursor) => {
+                Some(decode_cursor(cursor).ok_or_else(|| ApiError::invalid("invalid cursor"))?)
+            }
+        };
+        Ok(PageQuery { limit, after })
+    }
+}
+
+impl PageQuery {
+    pub fn requested(&self) -> bool {
+        self.limit.is_some() || self.after.is_some()
+    }
+
+    /// The page to fetch: one row more than asked, to learn whether another page follows.
+    fn page_to_fetch<A: FromStr>(&self) -> ApiResult<Page<A>> {
+        let after = match &self.after {
+            None => None,
+            Some(key) => Some(
+                key.parse::<A>()
+                    .map_err(|_| ApiError::invalid("invalid cursor"))?,
+            ),
+        };
+        Ok(Page {
+            after,
+            limit: self.limit.map(|limit| limit + 1),
+        })
+    }
+}
+
+/// Answers a list endpoint: the cached full list without pagination parameters, otherwise one
+/// page straight from the database.
+pub async fn list<T, A, F, Fut>(
+    cache: &Cache,
+    key: &CacheKey,
+    query: &PageQuery,
+    load: F,
+) -> ApiResult<Response>
+where
+    T: Serialize + Keyed,
+    A: FromStr,
+    F: FnOnce(Page<A>) -> Fut,
+    Fut: Future<Output = ApiResult<Vec<T>>>,
+{
+    if !query.requested() {
+        let body = cache
+            .get_or_load(key, || async {
+                Ok(DataList::new(load(Page::all()).await?))
+            })
+            .await?;
+        return Ok(JsonBytes(body).into_response());
+    }
+    uncached(query, load).await
+}
+
+/// Answers a list endpoint straight from the database: the page asked for, or the whole list.
+pub async fn uncached<T, A, F, Fut>(query: &PageQuery, load: F) -> ApiResult<Response>
+where
+    T: Serialize + Keyed,
+    A: FromStr,
+    F: FnOnce(Page<A>) -> Fut,
+    Fut: Future<Output = ApiResult<Vec<T>>>,
+{
+    let mut rows = load(query.page_to_fetch()?).await?;
+    let mut next = None;
+    if let Some(limit) = query.limit.and_then(|limit| usize::try_from(limit).ok())
+        && rows.len() > limit
+    {
+        rows.truncate(limit);
+        next = rows.last().map(|row| encode_cursor(&row.cursor_key()));
+    }
+    Ok(Json(DataList { data: rows, next }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(
+            decode_cursor(&encode_cursor("user_2abc")).as_deref(),
+            Some("user_2abc")
+        );
+        assert_eq!(decode_cursor("zz"), None);
+        let query = PageQuery {
+            limit: Some(7),
+            after: Some("x".into()),
+        };
+        assert!(query.page_to_fetch::<i64>().is_err());
+        let query = PageQuery {
+            limit: Some(7),
+            after: Some("14".into()),
+        };
+        assert_eq!(
+            query.page_to_fetch::<i64>().unwrap(),
+            Page {
+                after: Some(14),
+                limit: Some(8)
+            }
+        );
+    }
+}

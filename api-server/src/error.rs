@@ -230,6 +230,10 @@ impl From<sqlx::Error> for ApiError {
                     return mapped;
                 }
                 match code.as_str() {
+                    // A NUL character (or one the database encoding lacks) in a text value.
+                    "22021" | "22P05" => {
+                        ApiError::invalid("text values must not contain NUL characters")
+                    }
                     "23505" => ApiError::AlreadyExists("already exists".into()),
                     "23503" => ApiError::invalid("a referenced row does not exist"),
                     "23514" | "23502" | "22001" | "22003" | "22P02" => {

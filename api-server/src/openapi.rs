@@ -72,12 +72,27 @@ fn error_response(status: &str) -> RefOr<Response> {
     )
 }
 
-fn finish_operation(operation: &mut Operation) {
+/// Routes the rate limiter never answers.
+const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+fn finish_operation(path: &str, method: &str, operation: &mut Operation) {
     let authenticated = operation.security.is_some();
+    let has_body = operation.request_body.is_some();
     let responses = &mut operation.responses.responses;
     let mut common = vec!["500", "504"];
+    if !UNLIMITED.contains(&path) {
+        common.push("429");
+    }
     if authenticated {
-        common.push("503");
+        // any authenticated call can meet a bad query string, a missing key or the database down
+        common.extend(["400", "401", "503"]);
+    }
+    if has_body {
+        common.extend(["413", "415"]);
+    }
+    if matches!(method, "post" | "put") {
+        // Idempotency-Key: a duplicate still running (409) or a reused key (422)
+        common.extend(["409", "422"]);
     }
     for status in common {
         responses
@@ -95,18 +110,17 @@ fn finish_operation(operation: &mut Operation) {
 
 /// Completes a document assembled from the routers.
 pub fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    for item in document.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            finish_operation(operation);
+    for (path, item) in document.paths.paths.iter_mut() {
+        for (method, operation) in [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("patch", &mut item.patch),
+        ] {
+            if let Some(operation) = operation {
+                finish_operation(path, method, operation);
+            }
         }
     }
     document

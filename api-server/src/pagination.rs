@@ -27,6 +27,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^([0-9a-f]{2})+$")]
     after: Option<String>,
 }
 
@@ -57,6 +58,12 @@ pub fn encode_cursor(key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<String> {
+    let lowercase_hex = cursor
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if cursor.is_empty() || !lowercase_hex {
+        return None;
+    }
     String::from_utf8(hex::decode(cursor).ok()?).ok()
 }
 
@@ -164,6 +171,8 @@ mod tests {
             Some("user_2abc")
         );
         assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor("6A"), None);
+        assert_eq!(decode_cursor(""), None);
         let query = PageQuery {
             limit: Some(7),
             after: Some("x".into()),

@@ -256,6 +256,7 @@ impl Cache {
     }
 
     /// The cached value, or `None` on a miss or any cache failure.
+    #[tracing::instrument(name = "cache.get", skip_all, fields(otel.kind = "client", cache.key = %key.name, cache.hit = tracing::field::Empty))]
     pub async fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let name = self.full_name(key);
         let outcome = match &self.inner.backend {
@@ -273,6 +274,7 @@ impl Cache {
                 "error"
             }
         };
+        tracing::Span::current().record("cache.hit", result == "hit");
         self.inner
             .metrics
             .cache_lookups
@@ -282,6 +284,7 @@ impl Cache {
     }
 
     /// Stores a value under the key with the key's TTL; failures are logged and counted.
+    #[tracing::instrument(name = "cache.put", skip_all, fields(otel.kind = "client", cache.key = %key.name))]
     pub async fn put(&self, key: &CacheKey, value: Bytes) {
         let name = self.full_name(key);
         match &self.inner.backend {
@@ -311,6 +314,7 @@ impl Cache {
     }
 
     /// Removes the keys now and once more shortly afterwards (see the module docs).
+    #[tracing::instrument(name = "cache.invalidate", skip_all, fields(otel.kind = "client", cache.keys = keys.len()))]
     pub async fn invalidate(&self, keys: &[CacheKey]) {
         if keys.is_empty() {
             return;

@@ -24,12 +24,13 @@ pub async fn run() -> anyhow::Result<()> {
         None => serve(ServeConfig::from_defaults()).await,
         Some(Command::Serve(config)) => serve(config).await,
         Some(Command::Migrate(config)) => {
-            telemetry::init_tracing(LogFormat::Pretty);
+            let telemetry = telemetry::init(LogFormat::Pretty, false);
             let pool = db::connect(&config)
                 .await
                 .context("connecting to PostgreSQL")?;
             db::migrate(&pool).await.context("applying migrations")?;
             tracing::info!("migrations applied");
+            telemetry.shutdown();
             Ok(())
         }
         Some(Command::Openapi) => {
@@ -72,6 +73,7 @@ pub fn edge_config(config: &ServeConfig) -> EdgeConfig {
             .map(str::to_owned)
             .collect(),
         request_timeout: config.request_timeout(),
+        http_metrics: config.observability,
     }
 }
 
@@ -225,7 +227,7 @@ async fn shutdown_signal() {
 
 /// Serves the API until SIGINT/SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    telemetry::init_tracing(config.log_format);
+    let telemetry = telemetry::init(config.log_format, config.observability);
     let state = build_state(&config).await?;
     let (stop, shutdown) = watch::channel(false);
     let background = start_background(&config, &state, &shutdown).await?;
@@ -251,5 +253,6 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         futures::future::join_all(background),
     )
     .await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -171,6 +171,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_OUTBOX_RETENTION_HOURS", default_value_t = 168)]
     pub outbox_retention_hours: u64,
 
+    /// Request metrics and OpenTelemetry spans (turn off only to measure their cost).
+    #[arg(long, env = "PLAMATIO_OBSERVABILITY", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub observability: bool,
+
     /// Log format: `pretty` for terminals, `json` for log shippers.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

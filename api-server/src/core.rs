@@ -125,6 +125,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "core",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.metrics.observe_pool(&state.pool);
+    let ready = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await
+    .is_ok_and(|answer| answer.is_ok());
+    state.metrics.ready.set(i64::from(ready));
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok((
         [(

@@ -98,6 +98,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The complete application: routes, `/openapi.json`, fallbacks and edge layers.
 pub fn app(state: AppState, edge: &EdgeConfig) -> Router {
     let (router, _) = api_router().split_for_parts();
+    let state_metrics = state.metrics.clone();
     // Route layers run only for matched routes (404/405 come first); the last added runs first:
     // rate limit → idempotency → handler (auth, parsing, validation).
     let router = router
@@ -111,5 +112,6 @@ pub fn app(state: AppState, edge: &EdgeConfig) -> Router {
         ))
         .fallback(middleware::endpoint_not_found)
         .with_state(state);
-    middleware::wrap(router, edge)
+    let metrics = edge.http_metrics.then(|| state_metrics.clone());
+    middleware::wrap(router, edge, metrics)
 }

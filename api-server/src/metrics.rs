@@ -2,14 +2,22 @@
 //! rendered in text format on `GET /metrics`.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family the API exports, registered once per process (or per test app).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Requests by route template, method and status.
+    pub http_requests: IntCounterVec,
+    /// Request duration by route template and method.
+    pub http_duration: HistogramVec,
+    /// Requests being served.
+    pub http_in_flight: IntGauge,
+    /// Pooled PostgreSQL connections by state (`idle`, `in_use`) and the pool's maximum (`max`).
+    pub db_pool_connections: IntGaugeVec,
     /// Cache look-ups by keyspace and result (`hit`, `miss`, `error`).
     pub cache_lookups: IntCounterVec,
     /// Failed cache operations by keyspace and operation (`get`, `put`, `invalidate`).
@@ -28,6 +36,8 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// Analytics events accepted by `POST /events/user`.
     pub user_events_accepted: IntCounter,
+    /// 1 when PostgreSQL answered the last scrape's check, else 0.
+    pub ready: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -42,7 +52,58 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let r = &registry;
+        let build_info = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new("plamatio_build_info", "Build of the running API (always 1)"),
+                &["version"],
+            )?,
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Ok(Metrics {
+            http_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "http_server_requests_total",
+                        "HTTP requests by route template, method and status",
+                    ),
+                    &["route", "method", "status"],
+                )?,
+            )?,
+            http_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "http_server_request_duration_seconds",
+                        "HTTP request duration by route template and method",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ]),
+                    &["route", "method"],
+                )?,
+            )?,
+            http_in_flight: register(
+                r,
+                IntGauge::new(
+                    "http_server_requests_in_flight",
+                    "HTTP requests being served",
+                )?,
+            )?,
+            db_pool_connections: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "db_pool_connections",
+                        "PostgreSQL pool connections by state (idle, in_use, max)",
+                    ),
+                    &["state"],
+                )?,
+            )?,
             cache_lookups: register(
                 r,
                 IntCounterVec::new(
@@ -108,8 +169,26 @@ impl Metrics {
                     "Analytics events accepted for user_events",
                 )?,
             )?,
+            ready: register(
+                r,
+                IntGauge::new("plamatio_ready", "1 when PostgreSQL answers, else 0")?,
+            )?,
             registry,
         })
+    }
+
+    /// Samples the pool's gauges (they are read at scrape time).
+    pub fn observe_pool(&self, pool: &sqlx::PgPool) {
+        let size = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+        let gauges = &self.db_pool_connections;
+        gauges.with_label_values(&["idle"]).set(idle);
+        gauges
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        gauges
+            .with_label_values(&["max"])
+            .set(i64::from(pool.options().get_max_connections()));
     }
 
     /// The registry in Prometheus text exposition format.

@@ -2,10 +2,10 @@
 //! timeouts, body limits, panic catching, and the layer that gives every error the JSON shape of the
 //! contract (including the ones produced outside handlers: 404 routes, 405, 413, 504).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -21,6 +21,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, error_response};
+use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -32,6 +34,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
     pub request_timeout: Duration,
+    /// Count and time requests for `/metrics`.
+    pub http_metrics: bool,
 }
 
 /// Generates UUIDv7 request ids.
@@ -63,6 +67,17 @@ async fn drop_unacceptable_request_id(mut request: Request, next: Next) -> Respo
         request.headers_mut().remove(&X_REQUEST_ID);
     }
     next.run(request).await
+}
+
+/// Keeps a well-formed client `traceparent` for the request's outbox events.
+async fn keep_client_traceparent(request: Request, next: Next) -> Response {
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| telemetry::is_traceparent(value))
+        .map(str::to_owned);
+    telemetry::with_client_traceparent(traceparent, next.run(request)).await
 }
 
 /// Replaces a non-JSON error body with the contract's `{code, message, details}`, keeping the
@@ -156,24 +171,85 @@ fn cors_layer(origins: Vec<String>) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let route = request
+fn route_of<B>(request: &axum::http::Request<B>) -> &str {
+    request
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str)
-        .unwrap_or("unmatched");
+        .unwrap_or("unmatched")
+}
+
+/// The server span of a request: named by the route template (never the raw path), with the
+/// request id, the caller's scope (never the key) and, once answered, the status; a client's
+/// `traceparent` becomes its parent.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = route_of(request);
+    let method = request.method().as_str();
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
-        method = %request.method(),
-        route,
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
         request_id,
+        trace_id = tracing::field::Empty,
         scope = tracing::field::Empty,
-    )
+    );
+    telemetry::adopt_remote_parent(&span, request.headers());
+    if let Some(trace_id) = telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
+fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// A route template as a metric label, in the `/products/get/:id` notation: some Prometheus text
+/// parsers stumble over braces inside label values.
+pub fn route_label(template: &str) -> String {
+    template
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => format!(":{name}"),
+                None => segment.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Counts requests by route template, method and status, times them, and tracks those in flight.
+async fn http_metrics(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_label(route_of(&request));
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    metrics.http_in_flight.inc();
+    let response = next.run(request).await;
+    metrics.http_in_flight.dec();
+    let status = response.status();
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The answer for paths no route matches.
@@ -181,17 +257,29 @@ pub async fn endpoint_not_found() -> ApiError {
     ApiError::NotFound("endpoint not found".into())
 }
 
-/// Wraps the router in every edge layer, outermost first.
-pub fn wrap(router: Router, config: &EdgeConfig) -> Router {
+/// Wraps the router in every edge layer, outermost first. With `metrics`, requests are counted and
+/// timed.
+pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Router {
+    let router = match metrics {
+        Some(metrics) => router.layer(middleware::from_fn_with_state(metrics, http_metrics)),
+        None => router,
+    };
     router.layer(
         ServiceBuilder::new()
             .layer(middleware::from_fn(drop_unacceptable_request_id))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeUuidV7))
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(record_status)
+                    // errors are logged once, where they happen, with their cause chain
+                    .on_failure(()),
+            )
             .layer(cors_layer(config.cors_origins.clone()))
             .layer(CompressionLayer::new())
             .layer(middleware::from_fn(json_error_bodies))
+            .layer(middleware::from_fn(keep_client_traceparent))
             .layer(CatchPanicLayer::new())
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -232,6 +320,16 @@ mod tests {
             "http://localhost:3000",
             "http://localhost:3001"
         ));
+    }
+
+    #[test]
+    fn route_labels_use_colon_parameters() {
+        assert_eq!(route_label("/products/get/{id}"), "/products/get/:id");
+        assert_eq!(
+            route_label("/cart/delete/{id}/user/{user_id}"),
+            "/cart/delete/:id/user/:user_id"
+        );
+        assert_eq!(route_label("unmatched"), "unmatched");
     }
 
     #[test]

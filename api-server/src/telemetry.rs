@@ -1,23 +1,202 @@
-//! Process-wide tracing subscriber: human-readable lines on a terminal, JSON lines for log shippers.
+//! Process-wide telemetry: the tracing subscriber (human-readable lines on a terminal, JSON lines for
+//! log shippers, each line with the request id and trace id of its request), OpenTelemetry traces
+//! exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batching, bounded queue, never
+//! blocking a request), and W3C `traceparent` propagation in and out.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` filter.
-pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let installed = match format {
-        LogFormat::Json => builder
+/// What `init` set up; `shutdown` flushes the spans still queued.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// A tracer provider: exporting in batches to `endpoint` when given, otherwise keeping trace
+/// context only (ids for logs and Kafka headers, nothing sent). The resource follows
+/// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES`, defaulting the service name to `plamatio-api`.
+pub fn tracer_provider(
+    endpoint: Option<&str>,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("plamatio-api");
+    }
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    if let Some(endpoint) = endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// The log and trace layers, writing log lines to `writer`. Public so tests can capture them.
+pub fn layers<S, W>(
+    format: LogFormat,
+    writer: W,
+    provider: Option<&SdkTracerProvider>,
+) -> Vec<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    let mut layers: Vec<Box<dyn Layer<S> + Send + Sync>> = Vec::new();
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    layers.push(match format {
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_current_span(false)
+            .with_span_list(true)
+            .boxed(),
+        LogFormat::Pretty => logs.boxed(),
+    });
+    if let Some(provider) = provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("plamatio-api"))
+                .with_error_records_to_exceptions(true)
+                .boxed(),
+        );
+    }
+    layers
+}
+
+/// The default filter, overridden by `RUST_LOG`.
+pub fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,h2=warn,tonic=warn"))
+}
+
+/// Installs the global subscriber. With `tracing` off, no OpenTelemetry layer is installed at all.
+pub fn init(format: LogFormat, tracing: bool) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let provider = if tracing {
+        match tracer_provider(endpoint.as_deref()) {
+            Ok(provider) => Some(provider),
+            Err(error) => {
+                eprintln!("OpenTelemetry exporter not configured ({error}); traces stay local");
+                tracer_provider(None).ok()
+            }
+        }
+    } else {
+        None
     };
-    if let Err(error) = installed {
+    let subscriber = tracing_subscriber::registry()
+        .with(env_filter())
+        .with(layers(format, std::io::stdout, provider.as_ref()));
+    if let Err(error) = tracing::subscriber::set_global_default(subscriber) {
         eprintln!("tracing subscriber already installed: {error}");
     }
+    if let (Some(provider), Some(endpoint)) = (&provider, &endpoint) {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        tracing::info!(endpoint, "exporting traces over OTLP");
+    }
+    Telemetry { provider }
+}
+
+/// Makes the client's W3C `traceparent` (if any) the parent of `span`.
+pub fn adopt_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    struct Headers<'a>(&'a http::HeaderMap);
+    impl opentelemetry::propagation::Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|name| name.as_str()).collect()
+        }
+    }
+    if headers.contains_key("traceparent") {
+        let context = TraceContextPropagator::new().extract(&Headers(headers));
+        if context.span().span_context().is_remote() {
+            let _ = span.set_parent(context);
+        }
+    }
+}
+
+/// The trace id of a span, when it belongs to a trace.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+tokio::task_local! {
+    /// The client's `traceparent`, for requests served without an OpenTelemetry layer.
+    static CLIENT_TRACEPARENT: String;
+}
+
+/// Whether a header value is a well-formed W3C `traceparent` (version 00).
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1] != "0".repeat(32)
+        && parts[2] != "0".repeat(16)
+}
+
+/// Runs `future` with the client's `traceparent` available to [`current_traceparent`].
+pub async fn with_client_traceparent<F: std::future::Future>(
+    traceparent: Option<String>,
+    future: F,
+) -> F::Output {
+    match traceparent {
+        Some(value) => CLIENT_TRACEPARENT.scope(value, future).await,
+        None => future.await,
+    }
+}
+
+/// The W3C `traceparent` to hand on (Kafka headers): the current span's when tracing is on, else
+/// the client's as received.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        return Some(format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        ));
+    }
+    CLIENT_TRACEPARENT.try_with(Clone::clone).ok()
 }

@@ -530,6 +530,7 @@ async fn a_request_over_the_timeout_is_504_deadline_exceeded() {
     let edge = EdgeConfig {
         cors_origins: vec![],
         request_timeout: std::time::Duration::from_millis(300),
+        http_metrics: true,
     };
     let router = plamatio_api::app(app.state.clone(), &edge);
     // hold the product's row lock so the update below waits past the timeout
@@ -573,7 +574,9 @@ async fn nul_characters_in_text_are_400_not_a_server_error() {
     // found by schemathesis: PostgreSQL text cannot hold U+0000
     let app = TestApp::new().await;
     let body = json!({"id": "user_nul", "firstName": "A\u{0}B", "lastName": "L", "email": "n@example.com"});
-    let response = app.storefront(Method::POST, "/users/add", Some(&body)).await;
+    let response = app
+        .storefront(Method::POST, "/users/add", Some(&body))
+        .await;
     assert_eq!(
         response.assert_error(400, "invalid_argument"),
         "text values must not contain NUL characters"
@@ -582,7 +585,9 @@ async fn nul_characters_in_text_are_400_not_a_server_error() {
         "user_id": "u", "event_type": "click", "core_component": "c\u{0}", "client_id": "web",
         "timestamp": "2026-11-25T10:00:00Z"
     });
-    let response = app.storefront(Method::POST, "/events/user", Some(&event)).await;
+    let response = app
+        .storefront(Method::POST, "/events/user", Some(&event))
+        .await;
     response.assert_error(400, "invalid_argument");
     let response = app.get("/users/get/a%00b").await;
     response.assert_error(400, "invalid_argument");
@@ -594,18 +599,27 @@ async fn nul_characters_in_text_are_400_not_a_server_error() {
 async fn every_authenticated_operation_documents_its_common_errors() {
     // found by schemathesis: list endpoints answered 400 (bad limit/cursor) without documenting it
     let app = TestApp::new().await;
-    let document = app.send(Method::GET, "/openapi.json", None, None, &[]).await.body;
+    let document = app
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await
+        .body;
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             if operation.get("security").is_none() {
                 continue;
             }
             for status in ["400", "401", "429", "500", "503", "504"] {
-                assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} documents {status}"
+                );
             }
             if method == "post" || method == "put" {
                 for status in ["409", "422"] {
-                    assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{method} {path} documents {status}"
+                    );
                 }
             }
         }

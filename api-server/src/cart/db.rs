@@ -5,12 +5,16 @@ use sqlx::{PgConnection, PgExecutor};
 use super::model::{CartItem, ValidCartItem};
 use crate::pagination::Page;
 
+#[tracing::instrument(name = "db.cart.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn item(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<CartItem>, sqlx::Error> {
     sqlx::query_as("SELECT id, product_id, quantity, user_id FROM cart_items WHERE id = $1")
         .bind(id)
         .fetch_optional(executor)
         .await
 }
+
+#[tracing::instrument(name = "db.cart.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
@@ -29,6 +33,7 @@ pub async fn items_of(
 }
 
 /// Inserts the items in one statement; returns them in request order (which is id order).
+#[tracing::instrument(name = "db.cart.insert_many", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_many(
     connection: &mut PgConnection,
     items: &[ValidCartItem],
@@ -53,6 +58,7 @@ pub async fn insert_many(
 }
 
 /// The stored row, locked until the transaction ends.
+#[tracing::instrument(name = "db.cart.item_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn item_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -64,6 +70,8 @@ pub async fn item_for_update(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.cart.update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn update(
     connection: &mut PgConnection,
@@ -82,6 +90,7 @@ pub async fn update(
 }
 
 /// Deletes the row if the user owns it; returns its last state.
+#[tracing::instrument(name = "db.cart.delete_owned", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn delete_owned(
     connection: &mut PgConnection,
     id: i64,
@@ -98,6 +107,7 @@ pub async fn delete_owned(
 }
 
 /// Empties the user's cart, returning the removed rows by id.
+#[tracing::instrument(name = "db.cart.delete_items_of_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn delete_items_of_user(
     connection: &mut PgConnection,
     user_id: &str,
@@ -113,6 +123,7 @@ pub async fn delete_items_of_user(
 }
 
 /// Removes a product from every cart, returning the removed rows by id.
+#[tracing::instrument(name = "db.cart.delete_items_of_product", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn delete_items_of_product(
     connection: &mut PgConnection,
     product_id: i64,

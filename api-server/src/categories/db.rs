@@ -16,12 +16,16 @@ macro_rules! select_sub_categories {
     };
 }
 
+#[tracing::instrument(name = "db.categories.category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::Error> {
     sqlx::query_as(concat!(select_categories!(), " WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
         .await
 }
+
+#[tracing::instrument(name = "db.categories.all_categories", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Category>, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -34,6 +38,8 @@ pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Categ
     .await
 }
 
+#[tracing::instrument(name = "db.categories.sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn sub_category(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -43,6 +49,8 @@ pub async fn sub_category(
         .fetch_optional(executor)
         .await
 }
+
+#[tracing::instrument(name = "db.categories.all_sub_categories", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn all_sub_categories(
     pool: &PgPool,
@@ -57,6 +65,8 @@ pub async fn all_sub_categories(
     .fetch_all(pool)
     .await
 }
+
+#[tracing::instrument(name = "db.categories.sub_categories_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn sub_categories_of(
     pool: &PgPool,
@@ -73,6 +83,8 @@ pub async fn sub_categories_of(
     .fetch_all(pool)
     .await
 }
+
+#[tracing::instrument(name = "db.categories.category_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn category_exists(executor: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM categories WHERE id = $1)")

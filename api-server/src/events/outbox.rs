@@ -110,6 +110,7 @@ impl OutboxEvent {
 
 /// Appends events to the outbox in one statement, on the given connection (which must be inside
 /// the mutation's transaction). Returns the event ids, in order.
+#[tracing::instrument(name = "db.events.append", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn append(
     connection: &mut PgConnection,
     events: &[OutboxEvent],
@@ -122,21 +123,27 @@ pub async fn append(
     let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    // The trace of the request that caused the events travels with them into Kafka headers.
+    let traceparent = crate::telemetry::current_traceparent();
+    let traceparents: Vec<Option<&str>> = events.iter().map(|_| traceparent.as_deref()).collect();
     let payloads: Vec<Value> = events
         .iter()
         .zip(&ids)
         .map(|(event, id)| event.payload(*id, now))
         .collect();
     sqlx::query(
-        "INSERT INTO outbox (event_id, topic, event_key, event_type, payload) \
-         SELECT event_id, topic, event_key, event_type, payload FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
-         WITH ORDINALITY AS e(event_id, topic, event_key, event_type, payload, n) ORDER BY n",
+        "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, traceparent) \
+         SELECT event_id, topic, event_key, event_type, payload, traceparent \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[]) \
+         WITH ORDINALITY AS e(event_id, topic, event_key, event_type, payload, traceparent, n) \
+         ORDER BY n",
     )
     .bind(&ids)
     .bind(&topics)
     .bind(&keys)
     .bind(&types)
     .bind(&payloads)
+    .bind(&traceparents)
     .execute(&mut *connection)
     .await?;
     // Wake the relay and the live streams of every replica once this transaction commits

@@ -19,6 +19,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::kafka::KafkaConfig;
@@ -185,6 +186,7 @@ impl Relay {
     }
 
     /// One claim → publish → mark round.
+    #[tracing::instrument(name = "outbox.relay_round", skip_all, fields(messages = tracing::field::Empty))]
     pub async fn round(&self) -> Result<Round, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -245,7 +247,16 @@ impl Relay {
                 Duration::from_millis(self.kafka.kafka_message_timeout_ms),
             ));
         }
-        let results = futures::future::join_all(deliveries).await;
+        tracing::Span::current().record("messages", rows.len());
+        let publish = tracing::info_span!(
+            "kafka.publish",
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.batch.message_count = rows.len()
+        );
+        let results = futures::future::join_all(deliveries)
+            .instrument(publish)
+            .await;
 
         // A failed row blocks the later rows of its key, so a key's events are never marked out of
         // order; they are all retried in the next round.

@@ -17,6 +17,8 @@ macro_rules! item_columns {
     };
 }
 
+#[tracing::instrument(name = "db.orders.order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -29,6 +31,7 @@ pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Orde
 }
 
 /// The order, locked against updates and deletion until the transaction ends.
+#[tracing::instrument(name = "db.orders.order_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn order_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -42,6 +45,8 @@ pub async fn order_for_update(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.orders.orders_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn orders_of(
     executor: impl PgExecutor<'_>,
@@ -59,6 +64,8 @@ pub async fn orders_of(
     .fetch_all(executor)
     .await
 }
+
+#[tracing::instrument(name = "db.orders.insert_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn insert_order(
     connection: &mut PgConnection,
@@ -78,6 +85,7 @@ pub async fn insert_order(
 }
 
 /// Updates address, total and status; `created_at` and the owner never change.
+#[tracing::instrument(name = "db.orders.update_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_order(
     connection: &mut PgConnection,
     id: i64,
@@ -95,6 +103,8 @@ pub async fn update_order(
     .await
 }
 
+#[tracing::instrument(name = "db.orders.delete_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM orders WHERE id = $1")
         .bind(id)
@@ -102,6 +112,8 @@ pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), 
         .await
         .map(|_| ())
 }
+
+#[tracing::instrument(name = "db.orders.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn item(
     executor: impl PgExecutor<'_>,
@@ -117,6 +129,8 @@ pub async fn item(
     .await
 }
 
+#[tracing::instrument(name = "db.orders.item_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn item_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -130,6 +144,8 @@ pub async fn item_for_update(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.orders.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
@@ -149,6 +165,7 @@ pub async fn items_of(
 }
 
 /// The items of many orders in one query, by id.
+#[tracing::instrument(name = "db.orders.items_of_orders", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn items_of_orders(
     executor: impl PgExecutor<'_>,
     order_ids: &[i64],
@@ -164,6 +181,7 @@ pub async fn items_of_orders(
 }
 
 /// Inserts the lines of one order in one statement, returned in request order (= id order).
+#[tracing::instrument(name = "db.orders.insert_items", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn insert_items(
     connection: &mut PgConnection,
     order_id: i64,
@@ -190,6 +208,8 @@ pub async fn insert_items(
     Ok(items)
 }
 
+#[tracing::instrument(name = "db.orders.update_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn update_item(
     connection: &mut PgConnection,
     id: i64,
@@ -206,6 +226,8 @@ pub async fn update_item(
     .await
 }
 
+#[tracing::instrument(name = "db.orders.delete_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn delete_item(
     connection: &mut PgConnection,
     id: i64,
@@ -218,6 +240,8 @@ pub async fn delete_item(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.orders.delete_items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn delete_items_of(
     connection: &mut PgConnection,

@@ -13,6 +13,8 @@ macro_rules! product_columns {
     };
 }
 
+#[tracing::instrument(name = "db.products.product", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn product(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -28,6 +30,7 @@ pub async fn product(
 }
 
 /// The product row, locked until the transaction ends.
+#[tracing::instrument(name = "db.products.product_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn product_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -41,6 +44,8 @@ pub async fn product_for_update(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.products.all", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn all(
     executor: impl PgExecutor<'_>,
@@ -56,6 +61,8 @@ pub async fn all(
     .fetch_all(executor)
     .await
 }
+
+#[tracing::instrument(name = "db.products.by_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn by_category(
     executor: impl PgExecutor<'_>,
@@ -75,6 +82,8 @@ pub async fn by_category(
     .await
 }
 
+#[tracing::instrument(name = "db.products.by_sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn by_sub_category(
     executor: impl PgExecutor<'_>,
     sub_category_id: i64,
@@ -93,6 +102,8 @@ pub async fn by_sub_category(
     .await
 }
 
+#[tracing::instrument(name = "db.products.hero", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -103,6 +114,8 @@ pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::E
     .fetch_all(executor)
     .await
 }
+
+#[tracing::instrument(name = "db.products.hero_of_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn hero_of_category(
     executor: impl PgExecutor<'_>,
@@ -121,6 +134,7 @@ pub async fn hero_of_category(
 }
 
 /// Products whose name or description contains the pattern (already LIKE-escaped).
+#[tracing::instrument(name = "db.products.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn search(
     executor: impl PgExecutor<'_>,
     like_pattern: &str,
@@ -139,6 +153,8 @@ pub async fn search(
     .fetch_all(executor)
     .await
 }
+
+#[tracing::instrument(name = "db.products.insert", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn insert(
     connection: &mut PgConnection,
@@ -162,6 +178,8 @@ pub async fn insert(
     .fetch_one(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.products.update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn update(
     connection: &mut PgConnection,
@@ -188,6 +206,8 @@ pub async fn update(
     .await
 }
 
+#[tracing::instrument(name = "db.products.delete", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM products WHERE id = $1")
         .bind(id)
@@ -195,6 +215,8 @@ pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::
         .await
         .map(|_| ())
 }
+
+#[tracing::instrument(name = "db.products.is_ordered", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn is_ordered(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM order_items WHERE product_id = $1)")
@@ -204,6 +226,7 @@ pub async fn is_ordered(connection: &mut PgConnection, id: i64) -> Result<bool, 
 }
 
 /// Categories whose hero list shows the product.
+#[tracing::instrument(name = "db.products.hero_categories_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn hero_categories_of(
     connection: &mut PgConnection,
     id: i64,
@@ -215,6 +238,7 @@ pub async fn hero_categories_of(
 }
 
 /// Which of the given product ids exist.
+#[tracing::instrument(name = "db.products.existing_ids", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn existing_ids(
     executor: impl PgExecutor<'_>,
     ids: &[i64],

@@ -17,12 +17,16 @@ macro_rules! address_columns {
     };
 }
 
+#[tracing::instrument(name = "db.users.user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(concat!(select_users!(), " WHERE id = $1"))
         .bind(id)
         .fetch_optional(executor)
         .await
 }
+
+#[tracing::instrument(name = "db.users.all_users", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn all_users(
     executor: impl PgExecutor<'_>,
@@ -38,6 +42,8 @@ pub async fn all_users(
     .await
 }
 
+#[tracing::instrument(name = "db.users.user_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(id)
@@ -46,6 +52,7 @@ pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool
 }
 
 /// Which of the given user ids exist.
+#[tracing::instrument(name = "db.users.existing_user_ids", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn existing_user_ids(
     executor: impl PgExecutor<'_>,
     ids: &[&str],
@@ -55,6 +62,8 @@ pub async fn existing_user_ids(
         .fetch_all(executor)
         .await
 }
+
+#[tracing::instrument(name = "db.users.insert_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<User, sqlx::Error> {
     sqlx::query_as(
@@ -70,6 +79,7 @@ pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<U
 }
 
 /// Updates the user's fields; `None` when no such user.
+#[tracing::instrument(name = "db.users.update_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_user(
     connection: &mut PgConnection,
     user: &User,
@@ -86,6 +96,8 @@ pub async fn update_user(
     .await
 }
 
+#[tracing::instrument(name = "db.users.user_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn user_for_update(
     connection: &mut PgConnection,
     id: &str,
@@ -96,12 +108,16 @@ pub async fn user_for_update(
         .await
 }
 
+#[tracing::instrument(name = "db.users.has_orders", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)")
         .bind(id)
         .fetch_one(connection)
         .await
 }
+
+#[tracing::instrument(name = "db.users.delete_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM users WHERE id = $1")
@@ -110,6 +126,8 @@ pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), 
         .await
         .map(|_| ())
 }
+
+#[tracing::instrument(name = "db.users.address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn address(
     executor: impl PgExecutor<'_>,
@@ -125,6 +143,8 @@ pub async fn address(
     .await
 }
 
+#[tracing::instrument(name = "db.users.address_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn address_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -138,6 +158,8 @@ pub async fn address_for_update(
     .fetch_optional(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.users.addresses_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn addresses_of(
     executor: impl PgExecutor<'_>,
@@ -155,6 +177,8 @@ pub async fn addresses_of(
     .fetch_all(executor)
     .await
 }
+
+#[tracing::instrument(name = "db.users.insert_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn insert_address(
     connection: &mut PgConnection,
@@ -174,6 +198,8 @@ pub async fn insert_address(
     .fetch_one(connection)
     .await
 }
+
+#[tracing::instrument(name = "db.users.update_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn update_address(
     connection: &mut PgConnection,
@@ -195,12 +221,16 @@ pub async fn update_address(
     .await
 }
 
+#[tracing::instrument(name = "db.users.address_in_use", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+
 pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE address_id = $1)")
         .bind(id)
         .fetch_one(connection)
         .await
 }
+
+#[tracing::instrument(name = "db.users.delete_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn delete_address(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM addresses WHERE id = $1")
@@ -211,6 +241,7 @@ pub async fn delete_address(connection: &mut PgConnection, id: i64) -> Result<()
 }
 
 /// Removes every address of the user, returning them.
+#[tracing::instrument(name = "db.users.delete_addresses_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn delete_addresses_of(
     connection: &mut PgConnection,
     user_id: &str,

@@ -12,6 +12,7 @@ use crate::auth::{self, ApiKeys, Scope};
 use crate::cache::Cache;
 use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
 use crate::events::relay::{self, Relay, RelaySettings};
+use crate::identity::UserTokens;
 use crate::metrics::Metrics;
 use crate::middleware::EdgeConfig;
 use crate::ratelimit::{self, RateLimits};
@@ -22,7 +23,7 @@ pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(ServeConfig::from_defaults()).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Migrate(config)) => {
             let telemetry = telemetry::init(LogFormat::Pretty, false);
             let pool = db::connect(&config)
@@ -126,7 +127,15 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
     let proxies = ratelimit::parse_trusted_proxies(&config.trusted_proxies)
         .context("parsing PLAMATIO_TRUSTED_PROXIES")?;
     let limits = RateLimits::new(config.rate_limit_per_minute, proxies);
-    Ok(AppState::new(pool, cache, keys, metrics).with_rate_limits(limits))
+    let user_tokens = UserTokens::new(&config.user_auth).context("configuring user tokens")?;
+    if let Some(tokens) = &user_tokens {
+        tracing::info!(mode = ?tokens.mode(), "verifying end-user tokens");
+        let tokens = tokens.clone();
+        tokio::spawn(async move { tokens.refresh().await });
+    }
+    Ok(AppState::new(pool, cache, keys, metrics)
+        .with_rate_limits(limits)
+        .with_user_tokens(user_tokens))
 }
 
 /// Every minute: forget idle rate-limit buckets; every hour: prune expired idempotency records.

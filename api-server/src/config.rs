@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Scope;
 use crate::events::kafka::KafkaConfig;
+use crate::identity::UserAuthConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "plamatio-api", version, about = "Plamatio store API")]
@@ -18,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default when no subcommand is given).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseConfig),
     /// Print the OpenAPI document as JSON and exit.
@@ -159,6 +160,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub kafka: KafkaConfig,
 
+    #[command(flatten)]
+    pub user_auth: UserAuthConfig,
+
     /// Outbox rows the relay publishes per round.
     #[arg(long, env = "PLAMATIO_OUTBOX_BATCH_SIZE", default_value_t = 500)]
     pub outbox_batch_size: i64,
@@ -185,7 +189,7 @@ impl ServeConfig {
     pub fn from_defaults() -> Self {
         let cli = Cli::parse_from(["plamatio-api", "serve"]);
         match cli.command {
-            Some(Command::Serve(config)) => config,
+            Some(Command::Serve(config)) => *config,
             _ => unreachable!("the serve subcommand always parses to Command::Serve"),
         }
     }

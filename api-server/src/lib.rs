@@ -20,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod identity;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -34,6 +35,7 @@ pub mod web;
 use auth::ApiKeys;
 use cache::Cache;
 use events::stream::StreamHub;
+use identity::UserTokens;
 use metrics::Metrics;
 use middleware::EdgeConfig;
 use ratelimit::RateLimits;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub hub: StreamHub,
     /// `None` when rate limiting is disabled.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// `None` when end-user tokens are not verified (`PLAMATIO_USER_AUTH=off`).
+    pub user_tokens: Option<Arc<UserTokens>>,
 }
 
 impl AppState {
@@ -62,13 +66,26 @@ impl AppState {
             metrics,
             hub,
             rate_limits: None,
+            user_tokens: None,
         }
+    }
+
+    /// Enables end-user token verification.
+    pub fn with_user_tokens(mut self, tokens: Option<Arc<UserTokens>>) -> AppState {
+        self.user_tokens = tokens;
+        self
     }
 
     /// Enables rate limiting.
     pub fn with_rate_limits(mut self, limits: Option<RateLimits>) -> AppState {
         self.rate_limits = limits.map(Arc::new);
         self
+    }
+}
+
+impl FromRef<AppState> for Option<Arc<UserTokens>> {
+    fn from_ref(state: &AppState) -> Option<Arc<UserTokens>> {
+        state.user_tokens.clone()
     }
 }
 

@@ -36,6 +36,15 @@ impl utoipa::Modify for SecurityAddon {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "user_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "X-User-Token",
+                    "The shopper's session token (JWT) when PLAMATIO_USER_AUTH is optional or required",
+                ),
+            )),
+        );
     }
 }
 

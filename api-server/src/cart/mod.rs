@@ -14,9 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Storefront;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::identity::Shopper;
 use crate::pagination::{self, PageQuery};
 use crate::products;
 use crate::users;
@@ -55,6 +55,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("cart item {id} not found"))
+}
+
+fn cart_not_found(user_id: &str) -> ApiError {
+    ApiError::not_found(format!("cart of user {user_id} not found"))
 }
 
 /// Checks that every referenced product and user exists (two queries for any number of items); the
@@ -96,19 +100,20 @@ async fn check_references(state: &AppState, items: &[ValidCartItem], batch: bool
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn get_cart_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    state
+    let body = state
         .cache
         .get_or_load(&cache_keys::cart_item(id), || async {
             db::item(&state.pool, id)
                 .await?
                 .ok_or_else(|| item_not_found(id))
         })
-        .await
-        .map(JsonBytes)
+        .await?;
+    shopper.check_body(&body, "/user_id", || item_not_found(id))?;
+    Ok(JsonBytes(body))
 }
 
 /// A user's cart, by id (empty for an unknown user).
@@ -117,11 +122,12 @@ async fn get_cart_item(
     security(("api_key" = [])),
     responses((status = 200, body = DataList<CartItem>), (status = 401, body = ErrorBody)))]
 async fn cart_of_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    shopper.check(&user_id, || cart_not_found(&user_id))?;
     pagination::list(
         &state.cache,
         &cache_keys::user_cart(&user_id),
@@ -157,11 +163,12 @@ async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Ve
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_cart_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<CartItemRequest>,
 ) -> ApiResult<Json<CartItem>> {
     let item = request.validate()?;
+    shopper.check(&item.user_id, || cart_not_found(&item.user_id))?;
     check_references(&state, std::slice::from_ref(&item), false).await?;
     let mut inserted = insert_items(&state, &[item]).await?;
     inserted
@@ -180,11 +187,14 @@ async fn add_cart_item(
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_cart_items(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<CartItemsRequest>,
 ) -> ApiResult<Json<DataList<CartItem>>> {
     let items = request.validate()?;
+    for item in &items {
+        shopper.check(&item.user_id, || cart_not_found(&item.user_id))?;
+    }
     check_references(&state, &items, true).await?;
     Ok(Json(DataList::new(insert_items(&state, &items).await?)))
 }
@@ -199,12 +209,13 @@ async fn add_cart_items(
         (status = 415, body = ErrorBody)
     ))]
 async fn update_cart_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<CartItemRequest>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     let id = request.update_id()?;
     let item = request.validate()?;
+    shopper.check(&item.user_id, || item_not_found(id))?;
     check_references(&state, std::slice::from_ref(&item), false).await?;
     let mut tx = state.pool.begin().await?;
     match db::item_for_update(&mut tx, id).await? {
@@ -237,10 +248,11 @@ async fn update_cart_item(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn delete_cart_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams((id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
+    shopper.check(&user_id, || item_not_found(id))?;
     let mut tx = state.pool.begin().await?;
     let removed = db::delete_owned(&mut tx, id, &user_id)
         .await?

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::outbox::{self, OutboxEvent, Topic};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::Shopper;
 
 /// Most events in one request.
 pub const MAX_EVENTS: usize = 500;
@@ -68,16 +69,22 @@ fn events_of(body: &Value) -> Result<(Vec<&Value>, bool), ApiError> {
 }
 
 /// Validates and stores the events; returns how many were accepted.
-pub async fn accept(state: &AppState, body: &Value) -> ApiResult<usize> {
+pub async fn accept(state: &AppState, shopper: &Shopper, body: &Value) -> ApiResult<usize> {
     let (events, batch) = events_of(body)?;
     let mut outbox_events = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
-        let user_id = validate_event(event).map_err(|error| {
+        let prefix = |error: ApiError| {
             if batch {
                 error.prefixed(&format!("data[{index}]"))
             } else {
                 error
             }
+        };
+        let user_id = validate_event(event).map_err(prefix)?;
+        // Events may only be posted for the user the session token names (404 as for a row that
+        // does not exist).
+        shopper.check(&user_id, || {
+            ApiError::not_found(format!("user {user_id} not found"))
         })?;
         outbox_events.push(OutboxEvent::raw(
             Topic::UserEvents,

@@ -19,8 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Storefront;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::identity::Shopper;
 use crate::web::{JsonBody, PathParams};
 pub use outbox::{OutboxEvent, Topic};
 
@@ -69,11 +69,11 @@ pub struct Accepted {
         (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)
     ))]
 async fn post_user_events(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Accepted>> {
-    let accepted = ingest::accept(&state, &body).await?;
+    let accepted = ingest::accept(&state, &shopper, &body).await?;
     Ok(Json(Accepted { accepted }))
 }
 
@@ -90,11 +90,14 @@ async fn post_user_events(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
     ))]
 async fn stream_user_events(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
+    shopper.check(&user_id, || {
+        ApiError::not_found(format!("user {user_id} not found"))
+    })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());

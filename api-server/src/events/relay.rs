@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
@@ -25,6 +26,9 @@ use uuid::Uuid;
 use super::kafka::KafkaConfig;
 use super::outbox::NOTIFY_CHANNEL;
 use crate::metrics::Metrics;
+
+/// Failed rounds in a row after which the producer is replaced whatever the errors were.
+const RENEW_AFTER_FAILURES: u32 = 3;
 
 /// The advisory lock that elects the working relay.
 const RELAY_LOCK: i64 = 0x706c_616d_6174_696f; // "plamatio"
@@ -70,6 +74,8 @@ pub enum RelayError {
         failed: usize,
         total: usize,
         first_error: String,
+        /// The broker no longer accepts this producer's session (fenced, unknown producer id, …).
+        producer_rejected: bool,
     },
 }
 
@@ -107,15 +113,31 @@ impl Relay {
         })
     }
 
-    /// Replaces a producer that librdkafka declared fatally failed (e.g. its idempotence state was
-    /// lost); a new one starts a new producer session.
-    fn renew_producer_if_fatal(&mut self) {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(error = %code, reason, "Kafka producer failed fatally; creating a new one");
-            match self.kafka.producer_config().create() {
-                Ok(producer) => self.producer = producer,
-                Err(error) => tracing::error!(%error, "could not create a new Kafka producer"),
+    /// Replaces the producer when its session is beyond repair: librdkafka declared it fatally
+    /// failed, the broker rejects its producer id or epoch (e.g. a broker that lost its state, or
+    /// fenced the producer after a long outage), or rounds keep failing. A new producer starts a new
+    /// idempotent session; rows not acknowledged are simply published again.
+    fn renew_producer_if_needed(&mut self, error: &RelayError, consecutive_failures: u32) {
+        let fatal = self.producer.client().fatal_error();
+        let rejected = matches!(
+            error,
+            RelayError::Undelivered {
+                producer_rejected: true,
+                ..
             }
+        );
+        if fatal.is_none() && !rejected && consecutive_failures < RENEW_AFTER_FAILURES {
+            return;
+        }
+        tracing::warn!(
+            ?fatal,
+            rejected,
+            consecutive_failures,
+            "creating a new Kafka producer"
+        );
+        match self.kafka.producer_config().create() {
+            Ok(producer) => self.producer = producer,
+            Err(error) => tracing::error!(%error, "could not create a new Kafka producer"),
         }
     }
 
@@ -135,6 +157,7 @@ impl Relay {
             }
         };
         let mut backoff = Duration::ZERO;
+        let mut consecutive_failures = 0u32;
         tracing::info!(
             bootstrap = self
                 .kafka
@@ -150,15 +173,21 @@ impl Relay {
             let wait = match self.round().await {
                 Ok(Round::Published(count)) if count as i64 >= self.settings.batch_size => {
                     backoff = Duration::ZERO;
+                    consecutive_failures = 0;
                     continue;
                 }
                 Ok(Round::Published(_)) | Ok(Round::NotLeader) => {
                     backoff = Duration::ZERO;
+                    consecutive_failures = 0;
                     self.settings.poll_interval
                 }
                 Err(error) => {
                     self.metrics.outbox_publish_errors.inc();
-                    self.renew_producer_if_fatal();
+                    consecutive_failures += 1;
+                    self.renew_producer_if_needed(&error, consecutive_failures);
+                    if consecutive_failures >= RENEW_AFTER_FAILURES {
+                        consecutive_failures = 0;
+                    }
                     backoff = (backoff * 2)
                         .max(Duration::from_millis(200))
                         .min(self.settings.max_backoff);
@@ -263,6 +292,7 @@ impl Relay {
         let mut blocked_keys: HashSet<&str> = HashSet::new();
         let mut published = Vec::with_capacity(rows.len());
         let mut first_error = None;
+        let mut producer_rejected = false;
         let now = Utc::now();
         for (row, result) in rows.iter().zip(&results) {
             match result {
@@ -273,6 +303,15 @@ impl Relay {
                 }
                 Ok(_) => {}
                 Err((error, _)) => {
+                    producer_rejected |= matches!(
+                        error.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::ProducerFenced
+                                | RDKafkaErrorCode::UnknownProducerId
+                                | RDKafkaErrorCode::InvalidProducerEpoch
+                                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                        )
+                    );
                     blocked_keys.insert(row.event_key.as_str());
                     first_error.get_or_insert_with(|| error.to_string());
                 }
@@ -291,6 +330,7 @@ impl Relay {
                 failed: rows.len() - published.len(),
                 total: rows.len(),
                 first_error,
+                producer_rejected,
             }),
             None => Ok(Round::Published(published.len())),
         }

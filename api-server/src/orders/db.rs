@@ -257,3 +257,29 @@ pub async fn delete_items_of(
     removed.sort_by_key(|item| item.id);
     Ok(removed)
 }
+
+/// The user who owns an order.
+#[tracing::instrument(name = "db.orders.owner_of_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn owner_of_order(
+    executor: impl PgExecutor<'_>,
+    order_id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// The user who owns the order an item belongs to.
+#[tracing::instrument(name = "db.orders.owner_of_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn owner_of_item(
+    executor: impl PgExecutor<'_>,
+    item_id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT o.user_id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE i.id = $1",
+    )
+    .bind(item_id)
+    .fetch_optional(executor)
+    .await
+}

@@ -14,10 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Storefront;
 use crate::cache::CacheKey;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::identity::Shopper;
 use crate::pagination::{self, Page, PageQuery};
 use crate::products;
 use crate::users;
@@ -101,6 +101,10 @@ fn order_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("order {id} not found"))
 }
 
+fn orders_not_found(user_id: &str) -> ApiError {
+    ApiError::not_found(format!("orders of user {user_id} not found"))
+}
+
 fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("order item {id} not found"))
 }
@@ -145,19 +149,20 @@ async fn first_missing_product(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn get_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    state
+    let body = state
         .cache
         .get_or_load(&cache_keys::order(id), || async {
             db::order(&state.pool, id)
                 .await?
                 .ok_or_else(|| order_not_found(id))
         })
-        .await
-        .map(JsonBytes)
+        .await?;
+    shopper.check_body(&body, "/user_id", || order_not_found(id))?;
+    Ok(JsonBytes(body))
 }
 
 /// A user's orders, by id (empty for an unknown user).
@@ -166,11 +171,12 @@ async fn get_order(
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Order>), (status = 401, body = ErrorBody)))]
 async fn orders_of_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    shopper.check(&user_id, || orders_not_found(&user_id))?;
     pagination::list(
         &state.cache,
         &cache_keys::user_orders(&user_id),
@@ -209,11 +215,12 @@ async fn create_order(
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<OrderRequest>,
 ) -> ApiResult<Json<Order>> {
     let order = request.validate()?;
+    shopper.check(&order.user_id, || orders_not_found(&order.user_id))?;
     check_address(&state, &order).await?;
     Ok(Json(create_order(&state, &order, &[]).await?.order))
 }
@@ -229,12 +236,13 @@ async fn add_order(
         (status = 415, body = ErrorBody)
     ))]
 async fn update_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<OrderRequest>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     let id = request.update_id()?;
     let valid = request.validate()?;
+    shopper.check(&valid.user_id, || order_not_found(id))?;
     check_address(&state, &valid).await?;
     let mut tx = state.pool.begin().await?;
     match db::order_for_update(&mut tx, id).await? {
@@ -263,10 +271,11 @@ async fn update_order(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn delete_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams((id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
+    shopper.check(&user_id, || order_not_found(id))?;
     let mut tx = state.pool.begin().await?;
     let order = match db::order_for_update(&mut tx, id).await? {
         Some(stored) if stored.user_id == user_id => stored,
@@ -293,10 +302,15 @@ async fn delete_order(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn get_order_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
+    if shopper.is_bound()
+        && let Some(owner) = db::owner_of_item(&state.pool, id).await?
+    {
+        shopper.check(&owner, || item_not_found(id))?;
+    }
     state
         .cache
         .get_or_load(&cache_keys::order_item(id), || async {
@@ -317,11 +331,16 @@ async fn get_order_item(
         (status = 401, body = ErrorBody)
     ))]
 async fn items_of_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(order_id): PathParams<i64>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    if shopper.is_bound()
+        && let Some(owner) = db::owner_of_order(&state.pool, order_id).await?
+    {
+        shopper.check(&owner, || order_not_found(order_id))?;
+    }
     pagination::list(
         &state.cache,
         &cache_keys::order_items(order_id),
@@ -352,7 +371,7 @@ async fn ensure_product_exists(state: &AppState, product_id: i64) -> ApiResult<(
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_order_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<OrderItemRequest>,
 ) -> ApiResult<Json<OrderItem>> {
@@ -362,6 +381,7 @@ async fn add_order_item(
     let order = db::order_for_update(&mut tx, order_id)
         .await?
         .ok_or_else(|| ApiError::invalid(format!("order_id {order_id} does not exist")))?;
+    shopper.check(&order.user_id, || order_not_found(order_id))?;
     ensure_product_exists(&state, line.product_id).await?;
     let mut items = db::insert_items(&mut tx, order_id, &[line]).await?;
     let item = items
@@ -393,7 +413,7 @@ async fn add_order_item(
         (status = 415, body = ErrorBody)
     ))]
 async fn update_order_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<OrderItemRequest>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
@@ -410,6 +430,7 @@ async fn update_order_item(
     let order = db::order(&mut *tx, order_id)
         .await?
         .ok_or_else(|| item_not_found(id))?;
+    shopper.check(&order.user_id, || item_not_found(id))?;
     let item = db::update_item(&mut tx, id, &line).await?;
     outbox::append(
         &mut tx,
@@ -436,10 +457,15 @@ async fn update_order_item(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn delete_order_item(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
+    if shopper.is_bound()
+        && let Some(owner) = db::owner_of_item(&state.pool, id).await?
+    {
+        shopper.check(&owner, || item_not_found(id))?;
+    }
     let mut tx = state.pool.begin().await?;
     let item = db::delete_item(&mut tx, id)
         .await?
@@ -472,11 +498,11 @@ async fn delete_order_item(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn get_detailed_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(order_id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    state
+    let body = state
         .cache
         .get_or_load(&cache_keys::detailed_order(order_id), || async {
             let order = db::order(&state.pool, order_id)
@@ -485,8 +511,9 @@ async fn get_detailed_order(
             let items = db::items_of(&state.pool, order_id, &Page::all()).await?;
             Ok(DetailedOrder { order, items })
         })
-        .await
-        .map(JsonBytes)
+        .await?;
+    shopper.check_body(&body, "/order/user_id", || order_not_found(order_id))?;
+    Ok(JsonBytes(body))
 }
 
 /// A user's orders with their items, by id: two queries whatever the number of orders.
@@ -495,11 +522,12 @@ async fn get_detailed_order(
     security(("api_key" = [])),
     responses((status = 200, body = DataList<DetailedOrder>), (status = 401, body = ErrorBody)))]
 async fn detailed_orders_of_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    shopper.check(&user_id, || orders_not_found(&user_id))?;
     let key = cache_keys::user_detailed_orders(&user_id);
     pagination::list(&state.cache, &key, &page, |page| async move {
         let orders = db::orders_of(&state.pool, &user_id, &page).await?;
@@ -529,11 +557,12 @@ async fn detailed_orders_of_user(
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_detailed_order(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<DetailedOrderRequest>,
 ) -> ApiResult<Json<DetailedOrder>> {
     let (order, lines) = request.validate()?;
+    shopper.check(&order.user_id, || orders_not_found(&order.user_id))?;
     check_address(&state, &order).await?;
     if let Some((index, product_id)) = first_missing_product(&state, &lines).await? {
         return Err(ApiError::invalid(format!(

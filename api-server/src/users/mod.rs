@@ -12,10 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{Admin, Storefront};
+use crate::auth::Admin;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::identity::Shopper;
 use crate::pagination::{self, PageQuery};
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
@@ -81,19 +82,20 @@ fn address_not_found(id: i64) -> ApiError {
     security(("api_key" = [])),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<JsonBytes> {
-    state
+    let body = state
         .cache
         .get_or_load(&cache_keys::user(&id), || async {
             db::user(&state.pool, &id)
                 .await?
                 .ok_or_else(|| user_not_found(&id))
         })
-        .await
-        .map(JsonBytes)
+        .await?;
+    shopper.check_body(&body, "/id", || user_not_found(&id))?;
+    Ok(JsonBytes(body))
 }
 
 /// Every user, by id (admin).
@@ -125,11 +127,12 @@ async fn all_users(
         (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<UserRequest>,
 ) -> ApiResult<Json<User>> {
     let user = request.validate()?;
+    shopper.check(&user.id, || user_not_found(&user.id))?;
     let mut tx = state.pool.begin().await?;
     let user = db::insert_user(&mut tx, &user).await?;
     outbox::append(
@@ -156,11 +159,12 @@ async fn add_user(
         (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn update_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<UserRequest>,
 ) -> ApiResult<Json<IdResponse<String>>> {
     let user = request.validate()?;
+    shopper.check(&user.id, || user_not_found(&user.id))?;
     let mut tx = state.pool.begin().await?;
     let user = db::update_user(&mut tx, &user)
         .await?
@@ -188,10 +192,11 @@ async fn update_user(
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)
     ))]
 async fn delete_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<IdResponse<String>>> {
+    shopper.check(&id, || user_not_found(&id))?;
     let mut tx = state.pool.begin().await?;
     let user = db::user_for_update(&mut tx, &id)
         .await?
@@ -244,19 +249,20 @@ async fn delete_user(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
     ))]
 async fn get_address(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    state
+    let body = state
         .cache
         .get_or_load(&cache_keys::address(id), || async {
             db::address(&state.pool, id)
                 .await?
                 .ok_or_else(|| address_not_found(id))
         })
-        .await
-        .map(JsonBytes)
+        .await?;
+    shopper.check_body(&body, "/userId", || address_not_found(id))?;
+    Ok(JsonBytes(body))
 }
 
 /// A user's addresses, by id (empty for an unknown user).
@@ -265,11 +271,12 @@ async fn get_address(
     security(("api_key" = [])),
     responses((status = 200, body = DataList<Address>), (status = 401, body = ErrorBody)))]
 async fn addresses_of_user(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    shopper.check(&user_id, || user_not_found(&user_id))?;
     pagination::list(
         &state.cache,
         &cache_keys::user_addresses(&user_id),
@@ -298,11 +305,12 @@ async fn ensure_user_exists(state: &AppState, user_id: &str) -> ApiResult<()> {
         (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn add_address(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<AddressRequest>,
 ) -> ApiResult<Json<Address>> {
     let valid = request.validate()?;
+    shopper.check(&valid.user_id, || user_not_found(&valid.user_id))?;
     ensure_user_exists(&state, &valid.user_id).await?;
     let mut tx = state.pool.begin().await?;
     let address = db::insert_address(&mut tx, &valid).await?;
@@ -332,12 +340,13 @@ async fn add_address(
         (status = 415, body = ErrorBody)
     ))]
 async fn update_address(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     JsonBody(request): JsonBody<AddressRequest>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     let id = request.update_id()?;
     let valid = request.validate()?;
+    shopper.check(&valid.user_id, || address_not_found(id))?;
     ensure_user_exists(&state, &valid.user_id).await?;
     let mut tx = state.pool.begin().await?;
     match db::address_for_update(&mut tx, id).await? {
@@ -377,10 +386,11 @@ async fn update_address(
         (status = 409, body = ErrorBody)
     ))]
 async fn delete_address(
-    _caller: Storefront,
+    shopper: Shopper,
     State(state): State<AppState>,
     PathParams((address_id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
+    shopper.check(&user_id, || address_not_found(address_id))?;
     let mut tx = state.pool.begin().await?;
     let address = match db::address_for_update(&mut tx, address_id).await? {
         Some(stored) if stored.user_id == user_id => stored,

@@ -2,6 +2,8 @@
 //! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::time::Duration;
 
 use axum::Router;

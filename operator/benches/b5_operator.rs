@@ -1,0 +1,250 @@
+//! B5: 500 `PlamatioStore`s created at once, reconciled against the in-memory API server
+//! (kube-fake-client). Reports the time until every store's children are applied, the process RSS,
+//! and the writes of a resync of the unchanged stores (target: 0).
+//!
+//! Run: `cargo bench -p plamatio-operator --bench b5_operator` (optionally `-- --stores N`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::ListParams;
+use kube_fake_client::{ClientBuilder, interceptor};
+use plamatio_operator::controller::{Context, Settings, reconcile};
+use plamatio_operator::crd::{
+    DatabaseSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
+};
+use plamatio_operator::metrics::Metrics;
+
+const NAMESPACE: &str = "bench";
+const CONCURRENCY: usize = 16;
+
+fn resident_mebibytes() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn store(index: usize) -> PlamatioStore {
+    let name = format!("store-{index:04}");
+    let mut store = PlamatioStore::new(
+        &name,
+        PlamatioStoreSpec {
+            database: DatabaseSpec {
+                url_secret_ref: SecretKeyRef {
+                    name: format!("{name}-database"),
+                    key: "url".to_owned(),
+                },
+                migrations: Some(MigrationMode::Manual),
+                ..DatabaseSpec::default()
+            },
+            ..PlamatioStoreSpec::default()
+        },
+    );
+    store.metadata.namespace = Some(NAMESPACE.to_owned());
+    store.metadata.uid = Some(format!("uid-{index}"));
+    store.metadata.generation = Some(1);
+    store
+}
+
+fn secret(index: usize) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("store-{index:04}-database")),
+            namespace: Some(NAMESPACE.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "url".to_owned(),
+            ByteString(format!("postgres://plamatio@db:5432/store{index}").into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+async fn reconcile_all(stores: &Api<PlamatioStore>, context: &Arc<Context>) -> (Duration, usize) {
+    let started = Instant::now();
+    let all = stores
+        .list(&ListParams::default())
+        .await
+        .expect("list stores");
+    let failures = futures::stream::iter(all.items)
+        .map(|store| {
+            let context = Arc::clone(context);
+            async move { reconcile(Arc::new(store), context).await.is_err() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter(|failed| futures::future::ready(*failed))
+        .count()
+        .await;
+    (started.elapsed(), failures)
+}
+
+#[tokio::main]
+async fn main() {
+    let count = std::env::args()
+        .skip_while(|arg| arg != "--stores")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    let rss_start = resident_mebibytes();
+
+    let writes = Arc::new(AtomicUsize::new(0));
+    let (on_create, on_patch, on_status, on_delete) = (
+        writes.clone(),
+        writes.clone(),
+        writes.clone(),
+        writes.clone(),
+    );
+    let funcs = interceptor::Funcs::new()
+        .create(move |_| {
+            on_create.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        })
+        .patch(move |_| {
+            on_patch.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        })
+        .patch_status(move |_| {
+            on_status.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        })
+        .delete(move |_| {
+            on_delete.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        });
+    let mut builder = ClientBuilder::new()
+        .with_resource::<PlamatioStore>()
+        .with_status_subresource::<PlamatioStore>()
+        .with_status_subresource::<Deployment>()
+        .with_status_subresource::<Job>()
+        .with_return_managed_fields()
+        .with_interceptor_funcs(funcs);
+    for index in 0..count {
+        builder = builder.with_object(store(index)).with_object(secret(index));
+    }
+    let client = builder.build().await.expect("fake API server");
+    let rss_loaded = resident_mebibytes();
+
+    let context = Arc::new(Context::new(
+        client.clone(),
+        Settings::default(),
+        Arc::new(Metrics::new()),
+        Some("bench".to_owned()),
+    ));
+    let stores: Api<PlamatioStore> = Api::namespaced(client.clone(), NAMESPACE);
+
+    let (create_time, create_failures) = reconcile_all(&stores, &context).await;
+    let create_writes = writes.swap(0, Ordering::Relaxed);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let applied_deployments = deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list deployments")
+        .items
+        .len();
+    let rss_after_create = resident_mebibytes();
+
+    let (resync_time, resync_failures) = reconcile_all(&stores, &context).await;
+    let resync_writes = writes.swap(0, Ordering::Relaxed);
+    let rss_end = resident_mebibytes();
+
+    // Peer in the same run: the RSS a second in-memory API server holding the same objects costs, so
+    // the operator's share can be told apart from the fake API's storage.
+    let mut objects = Vec::new();
+    for kind in plamatio_operator::build::ChildKind::ALL {
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), NAMESPACE, &kind.api_resource());
+        for object in api
+            .list(&ListParams::default())
+            .await
+            .expect("list children")
+            .items
+        {
+            objects.push(serde_json::to_value(object).expect("serialize child"));
+        }
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    for event in events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+    {
+        objects.push(serde_json::to_value(event).expect("serialize event"));
+    }
+    for store in stores
+        .list(&ListParams::default())
+        .await
+        .expect("list stores")
+        .items
+    {
+        objects.push(serde_json::to_value(store).expect("serialize store"));
+    }
+    let object_count = objects.len();
+    let rss_before_peer = resident_mebibytes();
+    let peer = ClientBuilder::new()
+        .with_resource::<PlamatioStore>()
+        .with_return_managed_fields()
+        .with_runtime_objects(objects)
+        .build()
+        .await
+        .expect("peer fake API server");
+    let fake_api_share = resident_mebibytes() - rss_before_peer;
+    drop(peer);
+    let operator_estimate = rss_end - rss_loaded - fake_api_share;
+
+    println!(
+        "B5 operator: {count} PlamatioStores against the in-memory API server (concurrency {CONCURRENCY})"
+    );
+    println!(
+        "  create:  {:>8.2} s  writes {create_writes:>6}  failures {create_failures}  API Deployments {applied_deployments}",
+        create_time.as_secs_f64()
+    );
+    println!(
+        "  resync:  {:>8.2} s  writes {resync_writes:>6}  failures {resync_failures}",
+        resync_time.as_secs_f64()
+    );
+    println!(
+        "  RSS MiB: start {rss_start:.1}, fake API loaded {rss_loaded:.1}, after create {rss_after_create:.1}, end {rss_end:.1}"
+    );
+    println!(
+        "  peer: a second in-memory API server holding the same {object_count} objects costs {fake_api_share:.1} MiB"
+    );
+    println!(
+        "  operator estimate (end - fake API loaded - peer): {operator_estimate:.1} MiB; whole process {rss_end:.1} MiB"
+    );
+    let ok = create_failures == 0
+        && resync_failures == 0
+        && applied_deployments == count
+        && resync_writes == 0
+        && create_time < Duration::from_secs(60);
+    println!(
+        "  targets (all applied < 60 s, 0 resync writes): {}; RSS < 100 MiB: {} (the in-memory API shares the process, so only a cluster run measures the operator alone)",
+        if ok { "met" } else { "NOT met" },
+        if operator_estimate < 100.0 {
+            "estimate met"
+        } else {
+            "estimate NOT met"
+        }
+    );
+    if !ok {
+        std::process::exit(1);
+    }
+}

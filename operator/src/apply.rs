@@ -1,0 +1,144 @@
+//! Writing children to the cluster: reading what a store already owns, server-side applying the
+//! children whose applied-hash changed (so an unchanged store costs no write), and pruning children the
+//! spec no longer asks for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, instrument};
+
+use crate::build::{
+    APPLIED_HASH_ANNOTATION, Child, ChildKind, MANAGED_BY_LABEL, MANAGER, STORE_LABEL,
+};
+use crate::error::Result;
+
+/// The children of one store as the API server has them, keyed by kind and name.
+#[derive(Clone, Debug, Default)]
+pub struct ObservedChildren {
+    objects: BTreeMap<(ChildKind, String), DynamicObject>,
+}
+
+/// Label selector matching every child of a store.
+pub fn children_selector(store_name: &str) -> String {
+    format!("{STORE_LABEL}={store_name},{MANAGED_BY_LABEL}={MANAGER}")
+}
+
+fn dynamic_api(client: &Client, namespace: &str, kind: ChildKind) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &kind.api_resource())
+}
+
+impl ObservedChildren {
+    /// Lists every kind the operator creates, filtered by the store's labels (reads only).
+    #[instrument(skip(client))]
+    pub async fn list(client: &Client, namespace: &str, store_name: &str) -> Result<Self> {
+        let params = ListParams::default().labels(&children_selector(store_name));
+        let mut objects = BTreeMap::new();
+        for kind in ChildKind::ALL {
+            let list = dynamic_api(client, namespace, kind).list(&params).await?;
+            for object in list.items {
+                objects.insert((kind, object.name_any()), object);
+            }
+        }
+        Ok(ObservedChildren { objects })
+    }
+
+    pub fn get(&self, kind: ChildKind, name: &str) -> Option<&DynamicObject> {
+        self.objects.get(&(kind, name.to_owned()))
+    }
+
+    /// The observed object as its typed form (e.g. a `Deployment` with its status).
+    pub fn typed<K: DeserializeOwned>(&self, kind: ChildKind, name: &str) -> Option<K> {
+        self.get(kind, name).and_then(|object| {
+            let value = serde_json::to_value(object).ok()?;
+            serde_json::from_value(value).ok()
+        })
+    }
+
+    pub fn insert(&mut self, kind: ChildKind, object: DynamicObject) {
+        self.objects.insert((kind, object.name_any()), object);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(ChildKind, String), &DynamicObject)> {
+        self.objects.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// True when the observed child carries the digest of the desired one: applying it would change
+/// nothing the operator manages.
+pub fn is_up_to_date(desired: &Child, observed: Option<&DynamicObject>) -> bool {
+    let observed_hash = observed.and_then(|object| {
+        object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(APPLIED_HASH_ANNOTATION))
+    });
+    match (desired.applied_hash(), observed_hash) {
+        (Some(desired_hash), Some(observed_hash)) => desired_hash == observed_hash,
+        _ => false,
+    }
+}
+
+/// Server-side applies one child with the operator's field manager, taking over conflicting fields.
+#[instrument(skip(client, child), fields(kind = child.kind.as_str(), name = %child.name))]
+pub async fn apply_child(client: &Client, namespace: &str, child: &Child) -> Result<DynamicObject> {
+    let params = PatchParams::apply(MANAGER).force();
+    let applied = dynamic_api(client, namespace, child.kind)
+        .patch(&child.name, &params, &Patch::Apply(&child.object))
+        .await?;
+    debug!("applied");
+    Ok(applied)
+}
+
+/// Deletes observed children that are not in `keep` and that this store owns.
+#[instrument(skip(client, observed, keep))]
+pub async fn prune_children(
+    client: &Client,
+    namespace: &str,
+    observed: &ObservedChildren,
+    keep: &BTreeSet<(ChildKind, String)>,
+    owner_uid: Option<&str>,
+) -> Result<Vec<(ChildKind, String)>> {
+    let mut pruned = Vec::new();
+    for ((kind, name), object) in observed.iter() {
+        if keep.contains(&(*kind, name.clone())) {
+            continue;
+        }
+        let owned = match owner_uid {
+            Some(uid) => object
+                .owner_references()
+                .iter()
+                .any(|owner| owner.uid == uid),
+            None => true,
+        };
+        if !owned {
+            continue;
+        }
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match dynamic_api(client, namespace, *kind)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => {}
+            // Already gone (garbage collection or someone else): nothing left to prune.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        info!(kind = kind.as_str(), %name, "pruned child the spec no longer asks for");
+        pruned.push((*kind, name.clone()));
+    }
+    Ok(pruned)
+}

@@ -1,0 +1,124 @@
+//! Command line of the `plamatio-operator` binary: `run` (the default) with its settings from flags or
+//! environment, `render -f store.yaml`, and `crd`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::build::{BuildSettings, DEFAULT_AGENT_IMAGE, DEFAULT_API_IMAGE};
+use crate::controller::Settings;
+use crate::leader::LeaseSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plamatio-operator",
+    version,
+    about = "Kubernetes operator for Plamatio stores"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (the default).
+    Run(RunConfig),
+    /// Print every child manifest the stores in a file would get, as a YAML stream.
+    Render {
+        /// File with one or more PlamatioStore documents.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        images: ImageConfig,
+    },
+    /// Print the CustomResourceDefinition.
+    Crd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageConfig {
+    /// API image of stores that name none (the chart sets its app version).
+    #[arg(long, env = "PLAMATIO_DEFAULT_API_IMAGE", default_value = DEFAULT_API_IMAGE)]
+    pub default_api_image: String,
+    /// Grafana Alloy image of stores that name none.
+    #[arg(long, env = "PLAMATIO_DEFAULT_AGENT_IMAGE", default_value = DEFAULT_AGENT_IMAGE)]
+    pub default_agent_image: String,
+}
+
+impl ImageConfig {
+    pub fn build_settings(&self) -> BuildSettings {
+        BuildSettings {
+            default_api_image: self.default_api_image.clone(),
+            default_agent_image: self.default_agent_image.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunConfig {
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    #[command(flatten)]
+    pub images: ImageConfig,
+    /// Bound of every Kafka admin request, in seconds.
+    #[arg(long, env = "KAFKA_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub kafka_timeout_seconds: u64,
+    /// How long the topics finalizer retries before it gives up, in seconds.
+    #[arg(long, env = "FINALIZER_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub finalizer_timeout_seconds: u64,
+    /// Periodic re-check of each store, in seconds.
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Run without leader election (a single replica, or local development).
+    #[arg(long, env = "DISABLE_LEADER_ELECTION")]
+    pub disable_leader_election: bool,
+    #[arg(long, env = "LEASE_NAME", default_value = "plamatio-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "plamatio-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease and in Events (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "plamatio-operator")]
+    pub identity: String,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+impl RunConfig {
+    pub fn from_defaults() -> RunConfig {
+        let cli = Cli::parse_from(["plamatio-operator", "run"]);
+        match cli.command {
+            Some(Command::Run(config)) => config,
+            _ => unreachable!("the run subcommand always parses to Command::Run"),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            build: self.images.build_settings(),
+            kafka_timeout: Duration::from_secs(self.kafka_timeout_seconds.max(1)),
+            finalizer_timeout: Duration::from_secs(self.finalizer_timeout_seconds),
+            resync_interval: Duration::from_secs(self.resync_seconds.max(10)),
+            ..Settings::default()
+        }
+    }
+
+    pub fn lease(&self) -> LeaseSettings {
+        LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity: self.identity.clone(),
+            duration_seconds: 15,
+            grace_seconds: 5,
+        }
+    }
+}

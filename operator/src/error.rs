@@ -1,0 +1,84 @@
+//! The operator's one error type: every failure a reconcile, the CLI or the Kafka step can hit, with a
+//! short label for the `failures` metric.
+
+use thiserror::Error;
+
+/// Everything that can go wrong while reconciling a store or running the operator's commands.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] Box<kube::Error>),
+
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+
+    #[error("Secret {namespace}/{name} is invalid: {reason}")]
+    InvalidSecret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error("the store has no {0} (it was not read from the API server)")]
+    MissingObjectKey(&'static str),
+
+    #[error("Kafka: {0}")]
+    Kafka(String),
+
+    #[error("migration Job {0} failed")]
+    MigrationFailed(String),
+
+    #[error("cannot serialize {what}: {source}")]
+    Serialize {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("invalid store manifest: {0}")]
+    InvalidManifest(String),
+
+    #[error("leader election: {0}")]
+    LeaderElection(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(Box::new(error))
+    }
+}
+
+impl Error {
+    /// A stable, low-cardinality label for the `plamatio_operator_reconcile_failures_total` metric and
+    /// for condition reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApiError",
+            Error::SecretNotFound { .. } | Error::SecretKeyNotFound { .. } => "SecretNotFound",
+            Error::InvalidSecret { .. } => "InvalidSecret",
+            Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::Kafka(_) => "KafkaUnavailable",
+            Error::MigrationFailed(_) => "MigrationFailed",
+            Error::Serialize { .. } => "SerializationFailed",
+            Error::InvalidManifest(_) => "InvalidManifest",
+            Error::LeaderElection(_) => "LeaderElection",
+            Error::Io { .. } => "IoError",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,631 @@
+//! The pure child builders: snapshots of every child of a minimal and a maximal store, the exact diff
+//! a spec change produces, the hardened pods, and the wiring rules each builder owns.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use plamatio_operator::build::alloy::agent_configuration;
+use plamatio_operator::build::dashboard::DASHBOARD_JSON;
+use plamatio_operator::build::migration_job::{schema_version, version_label};
+use plamatio_operator::build::network_policy::ports_of;
+use plamatio_operator::build::{
+    APPLIED_HASH_ANNOTATION, BuildSettings, Child, ChildKind, ResolvedSecrets, StoreIdentity,
+    build_children,
+};
+use plamatio_operator::crd::{PlamatioStore, PodDisruptionBudgetSpec};
+use plamatio_operator::render::parse_stores;
+use plamatio_operator::secrets::resolve_from;
+use serde_json::Value;
+
+const MINIMAL: &str = include_str!("../samples/minimal.yaml");
+const MAXIMAL: &str = include_str!("../samples/maximal.yaml");
+
+fn sample(yaml: &str) -> PlamatioStore {
+    let mut store = parse_stores(yaml).expect("sample parses").remove(0);
+    store.metadata.uid = Some("0b7c4a4e-5f0e-4c39-9a55-3f2a8f7d1c10".to_owned());
+    store
+}
+
+fn children(store: &PlamatioStore) -> Vec<Child> {
+    build_children(
+        store,
+        &ResolvedSecrets::assumed(store),
+        &BuildSettings::default(),
+    )
+    .expect("children build")
+}
+
+fn find<'a>(children: &'a [Child], kind: ChildKind, name: &str) -> &'a Value {
+    &children
+        .iter()
+        .find(|c| c.kind == kind && c.name == name)
+        .unwrap_or_else(|| panic!("{kind:?} {name}"))
+        .object
+}
+
+/// The object without the digest annotation, and with the dashboard JSON (owned by the chart) elided.
+fn snapshot_form(child: &Child) -> Value {
+    let mut object = child.object.clone();
+    if let Some(annotations) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.remove(APPLIED_HASH_ANNOTATION);
+    }
+    if let Some(dashboard) = object.pointer_mut("/data/plamatio-api.json") {
+        *dashboard = Value::String("<charts/plamatio/dashboards/plamatio-api.json>".to_owned());
+    }
+    object
+}
+
+fn snapshot_all(sample_name: &str, store: &PlamatioStore) {
+    for child in children(store) {
+        let name = format!("{sample_name}__{}_{}", child.kind.as_str(), child.name);
+        insta::assert_yaml_snapshot!(name, snapshot_form(&child));
+    }
+}
+
+#[test]
+fn minimal_store_children_match_their_snapshots() {
+    snapshot_all("minimal", &sample(MINIMAL));
+}
+
+#[test]
+fn maximal_store_children_match_their_snapshots() {
+    snapshot_all("maximal", &sample(MAXIMAL));
+}
+
+#[test]
+fn a_minimal_store_gets_the_api_children_in_apply_order() {
+    let kinds: Vec<(ChildKind, String)> = children(&sample(MINIMAL))
+        .into_iter()
+        .map(|c| (c.kind, c.name))
+        .collect();
+    let expected = vec![
+        (ChildKind::ServiceAccount, "shop-api"),
+        (ChildKind::ConfigMap, "shop-api"),
+        (ChildKind::Job, "shop-migrate-0-1-0"),
+        (ChildKind::Deployment, "shop-api"),
+        (ChildKind::Service, "shop-api"),
+        (ChildKind::PodDisruptionBudget, "shop-api"),
+        (ChildKind::NetworkPolicy, "shop-api"),
+    ];
+    let expected: Vec<(ChildKind, String)> = expected
+        .into_iter()
+        .map(|(k, n)| (k, n.to_owned()))
+        .collect();
+    assert_eq!(kinds, expected);
+}
+
+#[test]
+fn a_maximal_store_adds_the_autoscaler_agent_and_dashboard() {
+    let children = children(&sample(MAXIMAL));
+    for (kind, name) in [
+        (ChildKind::HorizontalPodAutoscaler, "flagship-api"),
+        (ChildKind::ServiceAccount, "flagship-alloy"),
+        (ChildKind::Role, "flagship-alloy"),
+        (ChildKind::RoleBinding, "flagship-alloy"),
+        (ChildKind::ConfigMap, "flagship-alloy"),
+        (ChildKind::Deployment, "flagship-alloy"),
+        (ChildKind::Service, "flagship-alloy"),
+        (ChildKind::ConfigMap, "flagship-dashboard"),
+    ] {
+        find(&children, kind, name);
+    }
+    assert_eq!(children.len(), 15);
+}
+
+#[test]
+fn every_child_has_the_store_as_controller_owner_and_the_store_labels() {
+    for store in [sample(MINIMAL), sample(MAXIMAL)] {
+        for child in children(&store) {
+            let owners = child
+                .object
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .expect("owners");
+            assert_eq!(owners.len(), 1, "{}", child.name);
+            assert_eq!(owners[0]["kind"], "PlamatioStore");
+            assert_eq!(owners[0]["controller"], true);
+            assert_eq!(owners[0]["uid"], "0b7c4a4e-5f0e-4c39-9a55-3f2a8f7d1c10");
+            let labels = child.object.pointer("/metadata/labels").expect("labels");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "plamatio-operator");
+            assert_eq!(
+                labels["plamatio.io/store"],
+                store.metadata.name.clone().expect("name")
+            );
+            assert!(child.applied_hash().is_some());
+        }
+    }
+}
+
+fn pod_specs(children: &[Child]) -> Vec<(String, Value)> {
+    children
+        .iter()
+        .filter(|c| matches!(c.kind, ChildKind::Deployment | ChildKind::Job))
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.object
+                    .pointer("/spec/template/spec")
+                    .cloned()
+                    .expect("pod spec"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_pod_runs_with_the_hardened_security_context() {
+    let children = children(&sample(MAXIMAL));
+    let pods = pod_specs(&children);
+    assert_eq!(pods.len(), 3, "API, migration and agent pods");
+    for (name, pod) in pods {
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        for container in pod["containers"].as_array().expect("containers") {
+            let context = &container["securityContext"];
+            assert_eq!(context["runAsNonRoot"], true, "{name}");
+            assert_eq!(context["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(context["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(
+                context["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+            assert_eq!(
+                context["seccompProfile"]["type"], "RuntimeDefault",
+                "{name}"
+            );
+            assert!(
+                container["resources"]["requests"].is_object(),
+                "{name} has requests"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_api_pods_are_probed_configured_and_spread() {
+    let children = children(&sample(MINIMAL));
+    let deployment = find(&children, ChildKind::Deployment, "shop-api");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["serve", "--no-migrate"])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["envFrom"][0]["configMapRef"]["name"], "shop-api");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        "shop-database"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["topologySpreadConstraints"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let hash = deployment.pointer("/spec/template/metadata/annotations/plamatio.io~1config-hash");
+    assert!(hash.and_then(Value::as_str).is_some_and(|h| h.len() == 64));
+}
+
+/// Paths whose values differ between two JSON documents.
+fn diff(before: &Value, after: &Value, path: String, out: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                diff(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    format!("{path}/{key}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(x, y, format!("{path}/{index}"), out);
+            }
+        }
+        _ if before != after => out.push(path),
+        _ => {}
+    }
+}
+
+fn child_diff(before: &PlamatioStore, after: &PlamatioStore) -> BTreeMap<String, Vec<String>> {
+    let before = children(before);
+    let after = children(after);
+    let mut result = BTreeMap::new();
+    let keys: std::collections::BTreeSet<(ChildKind, String)> = before
+        .iter()
+        .chain(&after)
+        .map(|c| (c.kind, c.name.clone()))
+        .collect();
+    for (kind, name) in keys {
+        let old = before
+            .iter()
+            .find(|c| c.kind == kind && c.name == name)
+            .map(snapshot_form)
+            .unwrap_or(Value::Null);
+        let new = after
+            .iter()
+            .find(|c| c.kind == kind && c.name == name)
+            .map(snapshot_form)
+            .unwrap_or(Value::Null);
+        let mut paths = Vec::new();
+        diff(&old, &new, String::new(), &mut paths);
+        if !paths.is_empty() {
+            result.insert(format!("{}/{name}", kind.as_str()), paths);
+        }
+    }
+    result
+}
+
+#[test]
+fn changing_replicas_changes_only_the_deployment_replicas() {
+    let before = sample(MINIMAL);
+    let mut after = before.clone();
+    after.spec.api.get_or_insert_default().replicas = Some(3);
+    let expected = BTreeMap::from([(
+        "Deployment/shop-api".to_owned(),
+        vec!["/spec/replicas".to_owned()],
+    )]);
+    assert_eq!(child_diff(&before, &after), expected);
+}
+
+#[test]
+fn changing_the_log_level_changes_the_config_map_and_rolls_the_pods() {
+    let before = sample(MINIMAL);
+    let mut after = before.clone();
+    after.spec.api.get_or_insert_default().log_level =
+        Some(plamatio_operator::crd::LogLevel::Debug);
+    let expected = BTreeMap::from([
+        (
+            "ConfigMap/shop-api".to_owned(),
+            vec!["/data/RUST_LOG".to_owned()],
+        ),
+        (
+            "Deployment/shop-api".to_owned(),
+            vec!["/spec/template/metadata/annotations/plamatio.io/config-hash".to_owned()],
+        ),
+    ]);
+    assert_eq!(child_diff(&before, &after), expected);
+}
+
+#[test]
+fn a_single_replica_gets_no_disruption_budget_unless_forced() {
+    let mut store = sample(MINIMAL);
+    store.spec.api.get_or_insert_default().replicas = Some(1);
+    let diff = child_diff(&sample(MINIMAL), &store);
+    assert!(diff.contains_key("PodDisruptionBudget/shop-api"));
+    assert!(
+        !children(&store)
+            .iter()
+            .any(|c| c.kind == ChildKind::PodDisruptionBudget)
+    );
+
+    store.spec.api.get_or_insert_default().pod_disruption_budget = Some(PodDisruptionBudgetSpec {
+        enabled: Some(true),
+        max_unavailable: None,
+    });
+    assert!(
+        children(&store)
+            .iter()
+            .any(|c| c.kind == ChildKind::PodDisruptionBudget)
+    );
+}
+
+#[test]
+fn with_an_autoscaler_the_deployment_leaves_replicas_to_it() {
+    let children = children(&sample(MAXIMAL));
+    let deployment = find(&children, ChildKind::Deployment, "flagship-api");
+    assert!(deployment["spec"].get("replicas").is_none());
+    let hpa = find(
+        &children,
+        ChildKind::HorizontalPodAutoscaler,
+        "flagship-api",
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+    assert_eq!(hpa["spec"]["maxReplicas"], 10);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        65
+    );
+}
+
+#[test]
+fn api_key_digests_are_joined_into_plamatio_api_keys_by_env_expansion() {
+    let store = sample(MAXIMAL);
+    let secrets = ResolvedSecrets {
+        api_key_names: vec![
+            "admin".to_owned(),
+            "storefront".to_owned(),
+            "storefront.mobile".to_owned(),
+        ],
+        ..ResolvedSecrets::assumed(&store)
+    };
+    let children = build_children(&store, &secrets, &BuildSettings::default()).expect("build");
+    let env = find(&children, ChildKind::Deployment, "flagship-api")["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .expect("env");
+    let keys = env
+        .iter()
+        .find(|e| e["name"] == "PLAMATIO_API_KEYS")
+        .expect("PLAMATIO_API_KEYS");
+    assert_eq!(
+        keys["value"],
+        "admin:$(PLAMATIO_API_KEY_0),storefront:$(PLAMATIO_API_KEY_1),storefront:$(PLAMATIO_API_KEY_2)"
+    );
+    let position = |name: &str| env.iter().position(|e| e["name"] == name).expect(name);
+    assert!(
+        position("PLAMATIO_API_KEY_2") < position("PLAMATIO_API_KEYS"),
+        "expansion needs the order"
+    );
+    let third = &env[position("PLAMATIO_API_KEY_2")]["valueFrom"]["secretKeyRef"];
+    assert_eq!(third["name"], "flagship-api-keys");
+    assert_eq!(third["key"], "storefront.mobile");
+}
+
+#[test]
+fn the_api_environment_carries_every_setting_of_the_spec() {
+    let children = children(&sample(MAXIMAL));
+    let data = find(&children, ChildKind::ConfigMap, "flagship-api")["data"].clone();
+    for (key, value) in [
+        ("PORT", "8080"),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "debug"),
+        ("DATABASE_POOL_SIZE", "24"),
+        (
+            "PLAMATIO_CORS_ORIGINS",
+            "https://shop.example.com,https://shop-*.vercel.app",
+        ),
+        ("PLAMATIO_RATE_LIMIT_PER_MINUTE", "1200"),
+        ("PLAMATIO_USER_AUTH", "optional"),
+        (
+            "PLAMATIO_USER_JWKS_URL",
+            "https://auth.example.com/.well-known/jwks.json",
+        ),
+        ("PLAMATIO_USER_JWT_ISSUER", "https://auth.example.com/"),
+        ("PLAMATIO_USER_JWT_AUDIENCE", "plamatio"),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "pkc-12345.eu-west-1.aws.confluent.cloud:9092",
+        ),
+        ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+        ("KAFKA_SASL_MECHANISM", "PLAIN"),
+        ("KAFKA_TOPIC_PREFIX", "flagship."),
+        ("KAFKA_CREATE_TOPICS", "false"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://flagship-alloy.shops.svc:4317",
+        ),
+        ("OTEL_SERVICE_NAME", "plamatio-api"),
+    ] {
+        assert_eq!(data[key], value, "{key}");
+    }
+    let env = find(&children, ChildKind::Deployment, "flagship-api")["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let names: Vec<&str> = env
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+    ] {
+        assert!(names.contains(&name), "{name} from a Secret");
+    }
+}
+
+#[test]
+fn the_migration_job_is_named_by_the_schema_version_of_the_image() {
+    assert_eq!(
+        schema_version("ghcr.io/plamatio/plamatio-api:0.2.0"),
+        "0.2.0"
+    );
+    assert_eq!(schema_version("registry:5000/plamatio-api"), "latest");
+    assert_eq!(
+        schema_version("ghcr.io/plamatio/plamatio-api@sha256:abcdef0123456789ffff"),
+        "abcdef012345"
+    );
+    assert_eq!(version_label("V1.2.3_rc.1+build"), "v1-2-3-rc-1-build");
+    let mut store = sample(MINIMAL);
+    store.spec.api.get_or_insert_default().image =
+        Some("ghcr.io/plamatio/plamatio-api:0.2.0".to_owned());
+    let children = children(&store);
+    let job = find(&children, ChildKind::Job, "shop-migrate-0-2-0");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["migrate"])
+    );
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+}
+
+#[test]
+fn manual_migrations_build_no_job() {
+    let mut store = sample(MINIMAL);
+    store.spec.database.migrations = Some(plamatio_operator::crd::MigrationMode::Manual);
+    assert!(!children(&store).iter().any(|c| c.kind == ChildKind::Job));
+}
+
+#[test]
+fn the_network_policy_opens_egress_to_the_configured_ports_only() {
+    assert_eq!(
+        ports_of("postgres://u:p@db:6543/x", 5432)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![6543]
+    );
+    assert_eq!(
+        ports_of("postgres://u:p@h1:5433,h2/x", 5432)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![5432, 5433]
+    );
+    assert_eq!(
+        ports_of("redis://[::1]:6380", 6379)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![6380]
+    );
+    assert_eq!(
+        ports_of("b1:9093,b2:9094", 9092)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![9093, 9094]
+    );
+
+    let store = sample(MAXIMAL);
+    let secrets = ResolvedSecrets {
+        database_url: Some("postgres://u:p@db.example.com:6432/shop".to_owned()),
+        redis_url: Some("rediss://cache.example.com:6380".to_owned()),
+        ..ResolvedSecrets::assumed(&store)
+    };
+    let children = build_children(&store, &secrets, &BuildSettings::default()).expect("build");
+    let policy = find(&children, ChildKind::NetworkPolicy, "flagship-api");
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+    let external: Vec<i64> = policy["spec"]["egress"][1]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(external, vec![443, 6380, 6432, 9092]);
+    assert_eq!(
+        policy["spec"]["egress"][2]["ports"][0]["port"], 4317,
+        "OTLP to the agent"
+    );
+}
+
+#[test]
+fn the_agent_configuration_scrapes_the_api_and_forwards_to_every_sink() {
+    let store = sample(MAXIMAL);
+    let identity = StoreIdentity::of(&store).expect("identity");
+    let config = agent_configuration(&identity, &store.spec);
+    for fragment in [
+        "discovery.kubernetes \"api_pods\"",
+        "label = \"app.kubernetes.io/component=api,app.kubernetes.io/instance=flagship,app.kubernetes.io/name=plamatio-api\"",
+        "prometheus.scrape \"api\"",
+        "metrics_path    = \"/metrics\"",
+        "url = \"https://prometheus-prod-24-prod-eu-west-2.grafana.net/api/prom/push\"",
+        "username = sys.env(\"METRICS_USERNAME\")",
+        "otelcol.receiver.otlp \"api\"",
+        "endpoint = \"0.0.0.0:4317\"",
+        "endpoint = \"https://otlp-gateway-prod-eu-west-2.grafana.net/otlp\"",
+        "loki.source.kubernetes \"api\"",
+        "url = \"https://logs-prod-012.grafana.net/loki/api/v1/push\"",
+        "password = sys.env(\"LOGS_PASSWORD\")",
+    ] {
+        assert!(
+            config.contains(fragment),
+            "missing {fragment:?} in\n{config}"
+        );
+    }
+    let braces_balance = config.matches('{').count() == config.matches('}').count();
+    assert!(braces_balance, "{config}");
+}
+
+#[test]
+fn the_agent_configuration_has_only_the_configured_sinks() {
+    let mut store = sample(MAXIMAL);
+    if let Some(observability) = store.spec.observability.as_mut() {
+        observability.logs = None;
+        observability.otlp_endpoint = None;
+    }
+    let identity = StoreIdentity::of(&store).expect("identity");
+    let config = agent_configuration(&identity, &store.spec);
+    assert!(config.contains("prometheus.remote_write"));
+    assert!(!config.contains("loki."));
+    assert!(!config.contains("otelcol."));
+}
+
+#[test]
+fn the_dashboard_config_map_carries_the_chart_dashboard_for_grafana() {
+    let children = children(&sample(MAXIMAL));
+    let dashboard = find(&children, ChildKind::ConfigMap, "flagship-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["data"]["plamatio-api.json"], DASHBOARD_JSON);
+    let parsed: Value = serde_json::from_str(DASHBOARD_JSON).expect("dashboard is JSON");
+    assert!(parsed["panels"].is_array());
+}
+
+fn opaque(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+fn maximal_secrets(api_keys: &[(&str, &str)]) -> BTreeMap<String, Secret> {
+    let credentials = [("username", "u"), ("password", "p")];
+    [
+        opaque("flagship-database", &[("url", "postgres://u:p@db:5432/x")]),
+        opaque("flagship-redis", &[("url", "redis://cache:6379")]),
+        opaque("flagship-kafka", &credentials),
+        opaque("flagship-api-keys", api_keys),
+        opaque("flagship-grafana-metrics", &credentials),
+        opaque("flagship-grafana-logs", &credentials),
+    ]
+    .into_iter()
+    .map(|s| (s.metadata.name.clone().expect("name"), s))
+    .collect()
+}
+
+const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+#[test]
+fn resolved_secrets_name_the_api_keys_and_digest_every_value() {
+    let store = sample(MAXIMAL);
+    let secrets = maximal_secrets(&[("storefront", DIGEST), ("admin.ci", DIGEST)]);
+    let resolved = resolve_from("shops", &store.spec, &secrets).expect("resolve");
+    assert_eq!(resolved.api_key_names, vec!["admin.ci", "storefront"]);
+    assert_eq!(
+        resolved.kafka_credentials,
+        Some(("u".to_owned(), "p".to_owned()))
+    );
+    let mut rotated = secrets.clone();
+    rotated.insert(
+        "flagship-kafka".to_owned(),
+        opaque("flagship-kafka", &[("username", "u"), ("password", "new")]),
+    );
+    let rotated = resolve_from("shops", &store.spec, &rotated).expect("resolve");
+    assert_ne!(resolved.digest, rotated.digest);
+    assert!(
+        !format!("{resolved:?}").contains("postgres://"),
+        "Debug hides values"
+    );
+}
+
+#[test]
+fn api_keys_with_an_unknown_scope_or_a_bad_digest_are_refused() {
+    let store = sample(MAXIMAL);
+    let error = resolve_from("shops", &store.spec, &maximal_secrets(&[("root", DIGEST)]))
+        .expect_err("scope");
+    assert_eq!(error.metric_label(), "InvalidSecret");
+    let error = resolve_from(
+        "shops",
+        &store.spec,
+        &maximal_secrets(&[("admin", "short")]),
+    )
+    .expect_err("digest");
+    assert_eq!(error.metric_label(), "InvalidSecret");
+}

@@ -1,0 +1,119 @@
+//! The CRD and `render`: the committed CRD is the generated one, the CRD says what operator.md says,
+//! and `render` prints every child of the sample stores.
+
+use std::path::PathBuf;
+
+use kube::CustomResourceExt;
+use plamatio_operator::build::BuildSettings;
+use plamatio_operator::crd::PlamatioStore;
+use plamatio_operator::crdgen::{CRD_PATH, crd_yaml};
+use plamatio_operator::render::{parse_stores, render_stores};
+
+fn repository_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_committed_crd_is_the_generated_one() {
+    let committed = std::fs::read_to_string(repository_root().join(CRD_PATH))
+        .expect("crds/plamatio.io_plamatiostores.yaml exists (run: cargo run -p plamatio-operator --bin crdgen)");
+    let generated = crd_yaml().expect("CRD renders");
+    assert!(
+        committed == generated,
+        "{CRD_PATH} is stale: run `cargo run -p plamatio-operator --bin crdgen` and commit the result"
+    );
+}
+
+#[test]
+fn the_crd_has_the_names_subresource_and_printer_columns_of_the_spec() {
+    let crd = PlamatioStore::crd();
+    assert_eq!(crd.spec.group, "plamatio.io");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["pstore".to_owned()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
+    let columns: Vec<String> = version
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(columns, vec!["Ready", "Replicas", "Endpoint", "Age"]);
+}
+
+#[test]
+fn the_crd_schema_refuses_bad_specs() {
+    let schema = serde_json::to_value(PlamatioStore::crd()).expect("CRD serializes");
+    let spec = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["database"]));
+    let api = &spec["properties"]["api"]["properties"];
+    assert_eq!(api["replicas"]["minimum"], 0.0);
+    let topics = &spec["properties"]["kafka"]["properties"]["topics"]["properties"];
+    assert_eq!(topics["partitions"]["minimum"], 1.0);
+    // Optional enums also admit null (the field may be omitted).
+    let values = |enumeration: &serde_json::Value| -> Vec<String> {
+        enumeration
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        values(&topics["deletionPolicy"]["enum"]),
+        vec!["Retain", "Delete"]
+    );
+    assert_eq!(
+        values(&spec["properties"]["kafka"]["properties"]["securityProtocol"]["enum"]),
+        vec!["plaintext", "ssl", "sasl_ssl", "sasl_plaintext"]
+    );
+    assert_eq!(
+        values(&api["userAuth"]["properties"]["mode"]["enum"]),
+        vec!["off", "optional", "required"]
+    );
+    let rules = serde_json::to_string(&schema).expect("json");
+    for rule in [
+        "self.maxReplicas >= self.minReplicas",
+        "self.mode == 'off' || has(self.jwksUrl)",
+        "has(self.credentialsSecretRef)",
+        "size(self.metadata.name) <= 40",
+    ] {
+        assert!(rules.contains(rule), "CEL rule {rule:?} missing");
+    }
+}
+
+#[test]
+fn render_prints_every_child_of_the_sample_stores_as_a_yaml_stream() {
+    let minimal = include_str!("../samples/minimal.yaml");
+    let maximal = include_str!("../samples/maximal.yaml");
+    let stores = parse_stores(&format!("{minimal}\n---\n{maximal}")).expect("samples parse");
+    assert_eq!(stores.len(), 2);
+    let output = render_stores(&stores, &BuildSettings::default()).expect("render");
+    assert_eq!(output.matches("\n---\n").count() + 1, 7 + 15);
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&output).expect("valid YAML stream");
+    assert_eq!(documents.len(), 22);
+    assert!(
+        documents
+            .iter()
+            .all(|d| d["apiVersion"].is_string() && d["kind"].is_string())
+    );
+}
+
+#[test]
+fn render_refuses_documents_that_are_not_stores() {
+    let error = parse_stores("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
+        .expect_err("not a store");
+    assert_eq!(error.metric_label(), "InvalidManifest");
+}

@@ -1,0 +1,836 @@
+//! `reconcile()` against an in-memory API server (kube-fake-client: server-side apply with
+//! managedFields, status subresource, CRDs, error injection): what a store's reconcile writes, prunes
+//! and reports.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::broker::{Broker, free_port};
+use common::{
+    DATABASE_URL, FakeApi, NAMESPACE, context, database_secret, fake_api, minimal_spec, secret,
+    settings, store,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client};
+use plamatio_operator::build::CONFIG_HASH_ANNOTATION;
+use plamatio_operator::controller::{TOPICS_FINALIZER, error_policy, reconcile};
+use plamatio_operator::crd::{
+    ApiSpec, AutoscalingSpec, DeletionPolicy, KafkaSpec, MetricsSinkSpec, MigrationMode,
+    ObservabilitySpec, PlamatioStore, PlamatioStoreSpec, TopicsSpec,
+};
+use plamatio_operator::kafka::{KafkaConnection, reconcile_topics};
+use plamatio_operator::status::{self, find_condition};
+use serde_json::json;
+
+async fn fetch_store(client: &Client, name: &str) -> PlamatioStore {
+    Api::<PlamatioStore>::namespaced(client.clone(), NAMESPACE)
+        .get(name)
+        .await
+        .expect("store exists")
+}
+
+async fn reconcile_latest(
+    api: &FakeApi,
+    name: &str,
+    settings: plamatio_operator::controller::Settings,
+) -> plamatio_operator::Result<kube::runtime::controller::Action> {
+    let latest = fetch_store(&api.client, name).await;
+    reconcile(Arc::new(latest), context(&api.client, settings)).await
+}
+
+fn condition(store: &PlamatioStore, type_: &str) -> (String, String) {
+    let status = store.status.clone().expect("status written");
+    let condition = find_condition(&status, type_).unwrap_or_else(|| panic!("condition {type_}"));
+    (condition.status.clone(), condition.reason.clone())
+}
+
+async fn exists<K>(client: &Client, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), NAMESPACE)
+        .get_opt(name)
+        .await
+        .expect("get")
+        .is_some()
+}
+
+fn child_writes(writes: &[String]) -> Vec<&String> {
+    writes
+        .iter()
+        .filter(|w| !w.starts_with("patch_status") && !w.contains("Event"))
+        .collect()
+}
+
+/// Marks the Deployment rolled out and available, as the Deployment controller would.
+async fn make_available(client: &Client, name: &str) {
+    let api = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    let deployment = api.get(name).await.expect("deployment");
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = json!({"status": {
+        "observedGeneration": deployment.metadata.generation.unwrap_or(1),
+        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("deployment status");
+}
+
+#[tokio::test]
+async fn a_new_store_gets_every_child_applied_and_reports_progressing() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+
+    assert!(exists::<ServiceAccount>(&api.client, "shop-api").await);
+    assert!(exists::<ConfigMap>(&api.client, "shop-api").await);
+    assert!(exists::<Deployment>(&api.client, "shop-api").await);
+    assert!(exists::<Service>(&api.client, "shop-api").await);
+    assert!(exists::<PodDisruptionBudget>(&api.client, "shop-api").await);
+    assert!(exists::<NetworkPolicy>(&api.client, "shop-api").await);
+    assert!(!exists::<HorizontalPodAutoscaler>(&api.client, "shop-api").await);
+
+    let applied: Vec<String> = api
+        .writes
+        .take()
+        .into_iter()
+        .filter(|w| w.starts_with("patch shops/"))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            "patch shops/shop-api ServiceAccount",
+            "patch shops/shop-api ConfigMap",
+            "patch shops/shop-api Deployment",
+            "patch shops/shop-api Service",
+            "patch shops/shop-api PodDisruptionBudget",
+            "patch shops/shop-api NetworkPolicy",
+        ],
+        "config first, then the Deployment, then the rest"
+    );
+
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::PROGRESSING),
+        ("True".into(), "RolloutInProgress".into())
+    );
+    assert_eq!(condition(&store, status::READY).0, "False");
+    let status = store.status.expect("status");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://shop-api.shops.svc:80")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1))
+    );
+}
+
+#[tokio::test]
+async fn every_child_carries_an_owner_reference_to_the_store() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let deployment = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE)
+        .get("shop-api")
+        .await
+        .expect("deployment");
+    let owners = deployment
+        .metadata
+        .owner_references
+        .expect("owner references");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].uid, "uid-shop");
+    assert_eq!(owners[0].kind, "PlamatioStore");
+    assert_eq!(owners[0].controller, Some(true));
+}
+
+#[tokio::test]
+async fn an_available_deployment_makes_the_store_ready() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    make_available(&api.client, "shop-api").await;
+    api.writes.take();
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("second reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::READY),
+        ("True".into(), "StoreReady".into())
+    );
+    assert_eq!(
+        condition(&store, status::PROGRESSING),
+        ("False".into(), "RolloutComplete".into())
+    );
+    assert_eq!(condition(&store, status::DEGRADED).0, "False");
+    let status = store.status.expect("status");
+    assert_eq!(status.ready_replicas, Some(2));
+    assert_eq!(status.replicas, Some(2));
+    let writes = api.writes.take();
+    assert_eq!(
+        writes,
+        vec!["patch_status shops/shop"],
+        "only the status changed"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_degrades_the_store_and_applies_nothing() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("secret is missing");
+    assert_eq!(error.metric_label(), "SecretNotFound");
+
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("True".into(), "SecretNotFound".into())
+    );
+    assert_eq!(
+        condition(&store, status::READY),
+        ("False".into(), "SecretNotFound".into())
+    );
+    let writes = api.writes.take();
+    assert!(
+        child_writes(&writes).is_empty(),
+        "no child written: {writes:?}"
+    );
+    assert!(!exists::<Deployment>(&api.client, "shop-api").await);
+    assert!(!exists::<ConfigMap>(&api.client, "shop-api").await);
+}
+
+#[tokio::test]
+async fn a_missing_secret_key_is_reported_as_secret_not_found() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(secret("shop-database", &[("other", "x")]))
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("key is missing");
+    assert_eq!(error.metric_label(), "SecretNotFound");
+    assert!(error.to_string().contains("\"url\""), "{error}");
+    assert!(!exists::<Deployment>(&api.client, "shop-api").await);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_per_store() {
+    let api = fake_api().build().await;
+    let ctx = context(&api.client, settings());
+    let sequence: Vec<u64> = (0..8)
+        .map(|_| ctx.next_backoff("shops/shop").as_secs())
+        .collect();
+    assert_eq!(sequence, vec![5, 10, 20, 40, 80, 160, 300, 300]);
+    assert_eq!(
+        ctx.next_backoff("shops/other").as_secs(),
+        5,
+        "each store has its own count"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_reconcile_is_counted_by_reason_and_requeued_with_backoff() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    let latest = Arc::new(fetch_store(&api.client, "shop").await);
+    let error = reconcile(Arc::clone(&latest), Arc::clone(&ctx))
+        .await
+        .expect_err("secret missing");
+    let first = error_policy(Arc::clone(&latest), &error, Arc::clone(&ctx));
+    let second = error_policy(Arc::clone(&latest), &error, Arc::clone(&ctx));
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("plamatio_operator_reconcile_failures_total{reason=\"SecretNotFound\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_store_is_not_reconciled() {
+    let mut spec = minimal_spec("shop");
+    spec.paused = true;
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let writes = api.writes.take();
+    assert!(child_writes(&writes).is_empty(), "{writes:?}");
+    assert!(!exists::<Deployment>(&api.client, "shop-api").await);
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::PAUSED),
+        ("True".into(), "Paused".into())
+    );
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile again");
+    assert_eq!(
+        api.writes.take(),
+        Vec::<String>::new(),
+        "a paused store makes no writes"
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_store_makes_zero_writes() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    make_available(&api.client, "shop-api").await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("second reconcile");
+    api.writes.take();
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("resync");
+    assert_eq!(api.writes.take(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_spec_change_reapplies_only_the_children_it_changes() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    api.writes.take();
+
+    let stores = Api::<PlamatioStore>::namespaced(api.client.clone(), NAMESPACE);
+    let change = json!({"spec": {"api": {"rateLimitPerMinute": 100}}});
+    stores
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("spec change");
+    api.writes.take();
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile the change");
+    let applied: Vec<String> = api
+        .writes
+        .take()
+        .into_iter()
+        .filter(|w| w.starts_with("patch shops/"))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            "patch shops/shop-api ConfigMap",
+            "patch shops/shop-api Deployment"
+        ],
+        "the ConfigMap changes and the config hash rolls the Deployment; nothing else"
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_secret_rolls_the_pods() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    let deployments = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE);
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+    };
+    let before = hash(&deployments.get("shop-api").await.expect("deployment"));
+
+    let secrets =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(api.client.clone(), NAMESPACE);
+    let rotated = format!("{DATABASE_URL}?rotated=1");
+    let patch = json!({"data": {"url": k8s_openapi::ByteString(rotated.into_bytes())}});
+    secrets
+        .patch(
+            "shop-database",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("rotate");
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile after rotation");
+    let after = hash(&deployments.get("shop-api").await.expect("deployment"));
+    assert!(before.is_some());
+    assert_ne!(before, after, "the config hash follows the Secret's value");
+}
+
+#[tokio::test]
+async fn turning_an_optional_feature_off_prunes_its_children() {
+    let mut spec = minimal_spec("shop");
+    spec.api = Some(ApiSpec {
+        autoscaling: Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: None,
+        }),
+        ..ApiSpec::default()
+    });
+    spec.observability = Some(ObservabilitySpec {
+        metrics: Some(MetricsSinkSpec {
+            remote_write_url: "https://prometheus.example.com/api/prom/push".to_owned(),
+            credentials_secret_ref: None,
+        }),
+        ..ObservabilitySpec::default()
+    });
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    assert!(exists::<HorizontalPodAutoscaler>(&api.client, "shop-api").await);
+    assert!(exists::<Deployment>(&api.client, "shop-alloy").await);
+    assert!(exists::<ConfigMap>(&api.client, "shop-dashboard").await);
+
+    let stores = Api::<PlamatioStore>::namespaced(api.client.clone(), NAMESPACE);
+    let change = json!({"spec": {"api": null, "observability": null}});
+    stores
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("turn off");
+    api.writes.take();
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    assert!(!exists::<HorizontalPodAutoscaler>(&api.client, "shop-api").await);
+    assert!(!exists::<Deployment>(&api.client, "shop-alloy").await);
+    assert!(!exists::<ConfigMap>(&api.client, "shop-alloy").await);
+    assert!(!exists::<ConfigMap>(&api.client, "shop-dashboard").await);
+    assert!(
+        exists::<Deployment>(&api.client, "shop-api").await,
+        "the API stays"
+    );
+    let deletes: Vec<String> = api
+        .writes
+        .take()
+        .into_iter()
+        .filter(|w| w.starts_with("delete"))
+        .collect();
+    assert!(
+        deletes.contains(&"delete shops/shop-api".to_owned()),
+        "{deletes:?}"
+    );
+    assert!(
+        deletes.contains(&"delete shops/shop-alloy".to_owned()),
+        "{deletes:?}"
+    );
+}
+
+#[tokio::test]
+async fn auto_migrations_run_the_job_before_the_deployment() {
+    let mut spec = minimal_spec("shop");
+    spec.database.migrations = Some(MigrationMode::Auto);
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    let job_name = "shop-migrate-0-1-0";
+    assert!(exists::<Job>(&api.client, job_name).await);
+    assert!(
+        !exists::<Deployment>(&api.client, "shop-api").await,
+        "held until migrated"
+    );
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::PROGRESSING),
+        ("True".into(), "MigrationRunning".into())
+    );
+    assert_eq!(
+        condition(&store, status::DATABASE_READY),
+        ("False".into(), "MigrationRunning".into())
+    );
+
+    let jobs = Api::<Job>::namespaced(api.client.clone(), NAMESPACE);
+    let done =
+        json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}});
+    jobs.patch_status(job_name, &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .expect("job done");
+
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("second reconcile");
+    assert!(exists::<Deployment>(&api.client, "shop-api").await);
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::DATABASE_READY),
+        ("True".into(), "MigrationsApplied".into())
+    );
+    assert_eq!(
+        store.status.and_then(|s| s.migration_version).as_deref(),
+        Some("0.1.0")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_migration_degrades_the_store() {
+    let mut spec = minimal_spec("shop");
+    spec.database.migrations = Some(MigrationMode::Auto);
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("first reconcile");
+    let jobs = Api::<Job>::namespaced(api.client.clone(), NAMESPACE);
+    let failed =
+        json!({"status": {"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}});
+    jobs.patch_status(
+        "shop-migrate-0-1-0",
+        &PatchParams::default(),
+        &Patch::Merge(&failed),
+    )
+    .await
+    .expect("job failed");
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("second reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("True".into(), "MigrationFailed".into())
+    );
+    assert_eq!(
+        condition(&store, status::READY),
+        ("False".into(), "MigrationFailed".into())
+    );
+    assert!(!exists::<Deployment>(&api.client, "shop-api").await);
+}
+
+#[tokio::test]
+async fn an_api_error_fails_the_reconcile() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .fail_patch_of("shop-api")
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("injected failure");
+    assert_eq!(error.metric_label(), "KubeApiError");
+}
+
+fn kafka_spec(name: &str, bootstrap: &str, policy: DeletionPolicy) -> PlamatioStoreSpec {
+    let mut spec = minimal_spec(name);
+    spec.kafka = Some(KafkaSpec {
+        bootstrap_servers: bootstrap.to_owned(),
+        topic_prefix: Some(format!("{name}.")),
+        topics: Some(TopicsSpec {
+            partitions: Some(2),
+            deletion_policy: Some(policy),
+            ..TopicsSpec::default()
+        }),
+        ..KafkaSpec::default()
+    });
+    spec
+}
+
+#[tokio::test]
+async fn an_unreachable_kafka_is_reported_and_the_api_still_deployed() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    assert!(exists::<Deployment>(&api.client, "shop-api").await);
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::KAFKA_TOPICS_READY),
+        ("False".into(), "KafkaUnavailable".into())
+    );
+    let status = store.status.clone().expect("status");
+    let kafka = find_condition(&status, status::KAFKA_TOPICS_READY).expect("condition");
+    assert!(
+        kafka.message.contains("cannot reach the brokers"),
+        "{}",
+        kafka.message
+    );
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("True".into(), "KafkaUnavailable".into())
+    );
+    assert_eq!(status.topics.len(), 5);
+}
+
+#[tokio::test]
+async fn a_reachable_kafka_gets_the_store_topics() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+    let topics = store.status.expect("status").topics;
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "shop.cart_updates",
+            "shop.orders_updates",
+            "shop.users_updates",
+            "shop.products_updates",
+            "shop.user_events"
+        ]
+    );
+    assert!(topics.iter().all(|t| t.partitions == Some(2)));
+    let config_map = Api::<ConfigMap>::namespaced(api.client.clone(), NAMESPACE)
+        .get("shop-api")
+        .await
+        .expect("config map");
+    let data = config_map.data.expect("data");
+    assert_eq!(
+        data.get("KAFKA_CREATE_TOPICS").map(String::as_str),
+        Some("false")
+    );
+    assert_eq!(
+        data.get("KAFKA_TOPIC_PREFIX").map(String::as_str),
+        Some("shop.")
+    );
+}
+
+#[tokio::test]
+async fn the_delete_policy_adds_the_topics_finalizer() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Delete),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        store.metadata.finalizers,
+        Some(vec![TOPICS_FINALIZER.to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn the_retain_policy_needs_no_finalizer() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert!(store.metadata.finalizers.unwrap_or_default().is_empty());
+}
+
+fn deleted_store(name: &str, spec: PlamatioStoreSpec, deleted_seconds_ago: i64) -> PlamatioStore {
+    let mut store = store(name, spec);
+    store.metadata.finalizers = Some(vec![TOPICS_FINALIZER.to_owned()]);
+    let deleted_at = Timestamp::now() - SignedDuration::from_secs(deleted_seconds_ago);
+    store.metadata.deletion_timestamp = Some(Time(deleted_at));
+    store
+}
+
+async fn finalizers_of(client: &Client, name: &str) -> Option<Vec<String>> {
+    Api::<PlamatioStore>::namespaced(client.clone(), NAMESPACE)
+        .get_opt(name)
+        .await
+        .expect("get")
+        .map(|s| s.metadata.finalizers.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn deleting_a_store_with_the_delete_policy_deletes_its_topics_then_the_finalizer() {
+    let broker = Broker::start();
+    let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
+    let connection = KafkaConnection::for_spec(&spec, None, Duration::from_secs(5)).expect("kafka");
+    reconcile_topics(&connection, &spec.desired_topics())
+        .await
+        .expect("topics exist");
+
+    let api = fake_api()
+        .store(deleted_store("shop", spec, 1))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile deletion");
+
+    let remaining = finalizers_of(&api.client, "shop").await;
+    assert!(
+        remaining.as_ref().is_none_or(|f| f.is_empty()),
+        "finalizer removed: {remaining:?}"
+    );
+    let report = reconcile_topics(&connection, &[])
+        .await
+        .expect("broker reachable");
+    assert!(report.topics.is_empty());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .create()
+            .expect("admin");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("metadata");
+    let left: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name())
+        .collect();
+    assert!(
+        left.iter().all(|name| !name.starts_with("shop.")),
+        "topics deleted: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_keeps_the_finalizer_while_kafka_is_unreachable_within_the_bound() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let spec = kafka_spec("shop", &bootstrap, DeletionPolicy::Delete);
+    let api = fake_api()
+        .store(deleted_store("shop", spec, 1))
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("Kafka is gone");
+    assert_eq!(error.metric_label(), "KafkaUnavailable");
+    assert_eq!(
+        finalizers_of(&api.client, "shop").await,
+        Some(vec![TOPICS_FINALIZER.to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_removes_the_finalizer_after_the_bound_when_kafka_is_gone() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let spec = kafka_spec("shop", &bootstrap, DeletionPolicy::Delete);
+    let api = fake_api()
+        .store(deleted_store("shop", spec, 600))
+        .build()
+        .await;
+    let mut settings = settings();
+    settings.finalizer_timeout = Duration::from_secs(300);
+    reconcile_latest(&api, "shop", settings)
+        .await
+        .expect("gives up and lets go");
+    let remaining = finalizers_of(&api.client, "shop").await;
+    assert!(
+        remaining.as_ref().is_none_or(|f| f.is_empty()),
+        "finalizer removed: {remaining:?}"
+    );
+    let writes = api.writes.take();
+    assert!(
+        writes.iter().any(|w| w.contains("Event")),
+        "an event records it: {writes:?}"
+    );
+}

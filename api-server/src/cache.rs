@@ -178,6 +178,8 @@ struct CacheInner {
     metrics: Metrics,
     /// Bumped by every invalidation: a load that overlapped one does not store its result.
     invalidations: AtomicU64,
+    /// When non-zero, the TTL of every entry in seconds (`PLAMATIO_CACHE_TTL_SECONDS`).
+    ttl_override_seconds: AtomicU64,
 }
 
 impl Cache {
@@ -208,6 +210,7 @@ impl Cache {
                 prefix: prefix.to_owned(),
                 metrics,
                 invalidations: AtomicU64::new(0),
+                ttl_override_seconds: AtomicU64::new(0),
             }),
         };
         cache.spawn_invalidation_retry();
@@ -229,7 +232,23 @@ impl Cache {
                 prefix: prefix.to_owned(),
                 metrics,
                 invalidations: AtomicU64::new(0),
+                ttl_override_seconds: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// Makes every entry live `ttl` instead of its keyspace's TTL (`None`: the keyspace TTLs).
+    pub fn set_ttl_override(&self, ttl: Option<Duration>) {
+        let seconds = ttl.map(|t| t.as_secs().max(1)).unwrap_or(0);
+        self.inner
+            .ttl_override_seconds
+            .store(seconds, Ordering::Relaxed);
+    }
+
+    fn ttl_of(&self, key: &CacheKey) -> Duration {
+        match self.inner.ttl_override_seconds.load(Ordering::Relaxed) {
+            0 => key.ttl,
+            seconds => Duration::from_secs(seconds),
         }
     }
 
@@ -294,7 +313,7 @@ impl Cache {
                         name,
                         MemoryEntry {
                             value,
-                            ttl: key.ttl,
+                            ttl: self.ttl_of(key),
                         },
                     )
                     .await;
@@ -304,7 +323,7 @@ impl Cache {
                     .arg(&name)
                     .arg(value.as_ref())
                     .arg("EX")
-                    .arg(key.ttl.as_secs().max(1))
+                    .arg(self.ttl_of(key).as_secs().max(1))
                     .clone();
                 if let Err(failure) = redis.run::<()>(command).await {
                     self.record_error(key, "put", &failure);

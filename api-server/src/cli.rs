@@ -123,6 +123,7 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
             metrics.clone(),
         ),
     };
+    cache.set_ttl_override(config.cache_ttl_seconds.map(Duration::from_secs));
     tracing::info!(cache = cache.backend_name(), "cache ready");
     let proxies = ratelimit::parse_trusted_proxies(&config.trusted_proxies)
         .context("parsing PLAMATIO_TRUSTED_PROXIES")?;

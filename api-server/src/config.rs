@@ -120,6 +120,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_CACHE_PREFIX", default_value = "")]
     pub cache_prefix: String,
 
+    /// TTL of every cache entry in seconds, instead of 24 h for products and 2 h for the rest.
+    #[arg(long, env = "PLAMATIO_CACHE_TTL_SECONDS")]
+    pub cache_ttl_seconds: Option<u64>,
+
     /// Timeout of one Redis operation; a slower Redis is treated as a cache miss.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 200)]
     pub redis_timeout_ms: u64,

@@ -151,3 +151,19 @@ async fn unreachable_redis_never_fails_a_read() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_configured_ttl_overrides_the_keyspace_ttls() {
+    let app = TestApp::with_redis().await;
+    app.state
+        .cache
+        .set_ttl_override(Some(std::time::Duration::from_secs(600)));
+    assert_eq!(app.get("/products/get/3").await.status, 200);
+    let mut redis = redis_connection().await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}product-cache/3", app.cache_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((590..=600).contains(&ttl), "ttl {ttl}");
+}

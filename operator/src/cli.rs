@@ -35,6 +35,23 @@ pub enum Command {
     },
     /// Print the CustomResourceDefinition.
     Crd,
+    /// Bring the Kafka topics of the stores in a file to their spec once (what the controller does
+    /// each reconcile), print each topic's state, and fail when one is not ready. For local
+    /// end-to-end runs and for checking credentials before applying a store.
+    Topics {
+        /// File with one or more PlamatioStore documents (other kinds are ignored).
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// SASL user, when the store's brokers need one.
+        #[arg(long, env = "KAFKA_SASL_USERNAME")]
+        sasl_username: Option<String>,
+        /// SASL password.
+        #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+        sasl_password: Option<String>,
+        /// Bound of every admin request, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

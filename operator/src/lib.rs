@@ -105,5 +105,43 @@ pub async fn main_entry() -> anyhow::Result<()> {
             print!("{}", crdgen::crd_yaml()?);
             Ok(())
         }
+        Some(Command::Topics {
+            file,
+            sasl_username,
+            sasl_password,
+            timeout_seconds,
+        }) => {
+            let yaml = std::fs::read_to_string(&file)?;
+            let credentials = sasl_username.zip(sasl_password);
+            let timeout = std::time::Duration::from_secs(timeout_seconds.max(1));
+            let mut all_ready = true;
+            for store in render::parse_stores(&yaml)? {
+                let name = store.metadata.name.clone().unwrap_or_default();
+                let Some(connection) =
+                    kafka::KafkaConnection::for_spec(&store.spec, credentials.clone(), timeout)
+                else {
+                    println!("{name}: no kafka configured");
+                    continue;
+                };
+                let report =
+                    kafka::reconcile_topics(&connection, &store.spec.desired_topics()).await?;
+                for topic in &report.topics {
+                    println!(
+                        "{name}: {} partitions={} state={:?}{}",
+                        topic.name,
+                        topic.partitions.unwrap_or_default(),
+                        topic.state,
+                        topic
+                            .message
+                            .as_deref()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    );
+                }
+                all_ready &= report.all_ready();
+            }
+            anyhow::ensure!(all_ready, "some topics are not ready");
+            Ok(())
+        }
     }
 }

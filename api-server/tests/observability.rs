@@ -253,6 +253,20 @@ async fn a_request_becomes_a_server_span_under_the_clients_trace_with_sql_childr
         .iter()
         .filter(|s| s.parent_span_id == server_span.span_id)
         .collect();
+    // the received tree, for humans reading the test output
+    eprintln!("trace {trace_id}");
+    eprintln!(
+        "  {} ({} µs)",
+        server_span.name,
+        (server_span.end_time_unix_nano - server_span.start_time_unix_nano) / 1000
+    );
+    for child in &children {
+        eprintln!(
+            "    {} ({} µs)",
+            child.name,
+            (child.end_time_unix_nano - child.start_time_unix_nano) / 1000
+        );
+    }
     let names: HashSet<&str> = children.iter().map(|s| s.name.as_str()).collect();
     assert!(
         names.contains("db.products.product"),

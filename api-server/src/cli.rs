@@ -2,11 +2,21 @@
 //! or `keys generate`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
+use axum::extract::ConnectInfo;
 use clap::Parser;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use crate::auth::{self, ApiKeys, Scope};
 use crate::cache::Cache;
@@ -235,6 +245,71 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Largest accepted HTTP/1 request head (request line and headers); a bigger one is answered 431.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish, like
+/// `axum::serve` with `ConnectInfo<SocketAddr>` in every request's extensions, but with bounds on
+/// slow clients: each request's headers must arrive within `header_read_timeout` (hyper's HTTP/1
+/// header read timeout, which also closes keep-alive connections idle that long), and a new
+/// connection must deliver its first request within it whatever protocol it speaks (protocol
+/// detection itself has no timeout), so slow or silent clients cannot hold connections forever.
+async fn serve_http(
+    mut listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // axum's accept: retries transient errors and backs off on others (e.g. too many open files).
+        let (stream, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let requested = Arc::new(AtomicBool::new(false));
+        let seen = requested.clone();
+        let service = app
+            .clone()
+            .map_request(move |mut request: http::Request<_>| {
+                seen.store(true, Ordering::Relaxed);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                )
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let silent = async {
+                tokio::time::sleep(header_read_timeout).await;
+                if requested.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection closed with an error");
+                },
+                () = silent => tracing::debug!(%peer, "no request within the header read timeout"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Serves the API until SIGINT/SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let telemetry = telemetry::init(config.log_format, config.observability);
@@ -245,17 +320,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let address: SocketAddr = format!("{}:{}", config.host, config.port)
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", config.host, config.port))?;
-    let listener = tokio::net::TcpListener::bind(address)
+    let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, "plamatio-api listening");
-    axum::serve(
+    serve_http(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        config.header_read_timeout(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    .await;
     // Let the relay finish its round so acknowledged rows are marked published.
     let _ = stop.send(true);
     let _ = tokio::time::timeout(

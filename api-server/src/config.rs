@@ -153,6 +153,15 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// How long a client may take to send a request's headers, in milliseconds; slower connections
+    /// (and idle keep-alive connections) are closed.
+    #[arg(
+        long,
+        env = "PLAMATIO_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+
     /// Requests per minute per API key (and client IP for the storefront scope); 0 disables.
     #[arg(long, env = "PLAMATIO_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -200,6 +209,10 @@ impl ServeConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.max(1))
     }
 
     pub fn redis_timeout(&self) -> Duration {

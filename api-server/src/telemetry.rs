@@ -98,7 +98,7 @@ pub fn init(format: LogFormat, tracing: bool) -> Telemetry {
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|value| !value.trim().is_empty());
-        // Without an endpoint no OpenTelemetry layer is installed: spans would go nowhere, and the layer
+    // Without an endpoint no OpenTelemetry layer is installed: spans would go nowhere, and the layer
     // costs a good share of throughput. Clients' `traceparent` still reaches the Kafka headers.
     let provider = match (&endpoint, tracing) {
         (Some(endpoint), true) => match tracer_provider(Some(endpoint)) {

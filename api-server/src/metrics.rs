@@ -1,14 +1,28 @@
 //! The Prometheus registry of the API process and the metric families its modules record into;
 //! rendered in text format on `GET /metrics`.
 
+use std::sync::Arc;
+
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every metric family the API exports, registered once per process (or per test app).
+/// Every metric family the API exports, registered once per process (or per test app). Cheap to
+/// clone: one reference count, however many families there are (the state is cloned per request).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricFamilies>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricFamilies;
+
+    fn deref(&self) -> &MetricFamilies {
+        &self.0
+    }
+}
+
+/// The metric families behind [`Metrics`].
+pub struct MetricFamilies {
     registry: Registry,
     /// Requests by route template, method and status.
     pub http_requests: IntCounterVec,
@@ -62,7 +76,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Ok(Metrics {
+                Ok(Metrics(Arc::new(MetricFamilies {
             http_requests: register(
                 r,
                 IntCounterVec::new(
@@ -173,8 +187,8 @@ impl Metrics {
                 r,
                 IntGauge::new("plamatio_ready", "1 when PostgreSQL answers, else 0")?,
             )?,
-            registry,
-        })
+                        registry,
+        })))
     }
 
     /// Samples the pool's gauges (they are read at scrape time).

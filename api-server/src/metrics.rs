@@ -76,7 +76,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-                Ok(Metrics(Arc::new(MetricFamilies {
+        Ok(Metrics(Arc::new(MetricFamilies {
             http_requests: register(
                 r,
                 IntCounterVec::new(
@@ -187,7 +187,7 @@ impl Metrics {
                 r,
                 IntGauge::new("plamatio_ready", "1 when PostgreSQL answers, else 0")?,
             )?,
-                        registry,
+            registry,
         })))
     }
 

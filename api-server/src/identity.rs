@@ -21,7 +21,9 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
 use crate::auth::{Caller, Scope, Storefront};
+use crate::cache::{Cache, CacheKey};
 use crate::error::{ApiError, ApiResult};
+use crate::web::JsonBytes;
 
 /// Header carrying the shopper's session token.
 pub const USER_TOKEN_HEADER: &str = "x-user-token";
@@ -312,6 +314,26 @@ pub fn owner_in(body: &[u8], pointer: &str) -> Option<String> {
 }
 
 impl Shopper {
+    /// Cache-aside read of one entity (see [`Cache::get_or_load`]) that answers `not_found()` unless
+    /// the caller may act for the owner named at `owner_pointer` inside the body.
+    pub async fn cached_entity<T, F, Fut>(
+        &self,
+        cache: &Cache,
+        key: &CacheKey,
+        owner_pointer: &str,
+        load: F,
+        not_found: impl Fn() -> ApiError,
+    ) -> ApiResult<JsonBytes>
+    where
+        T: serde::Serialize,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ApiResult<T>>,
+    {
+        let body = cache.get_or_load(key, load).await?;
+        self.check_body(&body, owner_pointer, not_found)?;
+        Ok(JsonBytes(body))
+    }
+
     /// Checks the owner recorded in a cached entity body.
     pub fn check_body(
         &self,

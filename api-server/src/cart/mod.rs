@@ -104,16 +104,19 @@ async fn get_cart_item(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    let body = state
-        .cache
-        .get_or_load(&cache_keys::cart_item(id), || async {
-            db::item(&state.pool, id)
-                .await?
-                .ok_or_else(|| item_not_found(id))
-        })
-        .await?;
-    shopper.check_body(&body, "/user_id", || item_not_found(id))?;
-    Ok(JsonBytes(body))
+    shopper
+        .cached_entity(
+            &state.cache,
+            &cache_keys::cart_item(id),
+            "/user_id",
+            || async {
+                db::item(&state.pool, id)
+                    .await?
+                    .ok_or_else(|| item_not_found(id))
+            },
+            || item_not_found(id),
+        )
+        .await
 }
 
 /// A user's cart, by id (empty for an unknown user).

@@ -109,6 +109,26 @@ fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("order item {id} not found"))
 }
 
+/// Writes the `orders_updates` event of a change to one item, commits, then invalidates.
+/// Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
+/// user-detailed-orders-cache/{user} (the order row itself is unchanged).
+async fn commit_item_change(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    event_type: &'static str,
+    order: &Order,
+    item: &OrderItem,
+) -> ApiResult<()> {
+    outbox::append(
+        &mut tx,
+        &[order_event(event_type, order, std::slice::from_ref(item))],
+    )
+    .await?;
+    tx.commit().await?;
+    state.cache.invalidate(&item_keys(order, item.id)).await;
+    Ok(())
+}
+
 /// `address_id 7 does not exist` / `address_id 7 does not belong to user`.
 async fn check_address(state: &AppState, order: &ValidOrder) -> ApiResult<()> {
     match users::db::address(&state.pool, order.address_id).await? {
@@ -153,16 +173,19 @@ async fn get_order(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    let body = state
-        .cache
-        .get_or_load(&cache_keys::order(id), || async {
-            db::order(&state.pool, id)
-                .await?
-                .ok_or_else(|| order_not_found(id))
-        })
-        .await?;
-    shopper.check_body(&body, "/user_id", || order_not_found(id))?;
-    Ok(JsonBytes(body))
+    shopper
+        .cached_entity(
+            &state.cache,
+            &cache_keys::order(id),
+            "/user_id",
+            || async {
+                db::order(&state.pool, id)
+                    .await?
+                    .ok_or_else(|| order_not_found(id))
+            },
+            || order_not_found(id),
+        )
+        .await
 }
 
 /// A user's orders, by id (empty for an unknown user).
@@ -387,19 +410,7 @@ async fn add_order_item(
     let item = items
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no row")))?;
-    outbox::append(
-        &mut tx,
-        &[order_event(
-            "order_item_added",
-            &order,
-            std::slice::from_ref(&item),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
-    // Touches: order-items-cache/{order}, detailed-order-cache/{order},
-    // user-detailed-orders-cache/{user} (and order-item-cache/{id}, which cannot hold a value yet).
-    state.cache.invalidate(&item_keys(&order, item.id)).await;
+    commit_item_change(&state, tx, "order_item_added", &order, &item).await?;
     Ok(Json(item))
 }
 
@@ -432,19 +443,7 @@ async fn update_order_item(
         .ok_or_else(|| item_not_found(id))?;
     shopper.check(&order.user_id, || item_not_found(id))?;
     let item = db::update_item(&mut tx, id, &line).await?;
-    outbox::append(
-        &mut tx,
-        &[order_event(
-            "order_item_updated",
-            &order,
-            std::slice::from_ref(&item),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
-    // Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
-    // user-detailed-orders-cache/{user}.
-    state.cache.invalidate(&item_keys(&order, id)).await;
+    commit_item_change(&state, tx, "order_item_updated", &order, &item).await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -473,19 +472,7 @@ async fn delete_order_item(
     let order = db::order(&mut *tx, item.order_id)
         .await?
         .ok_or_else(|| item_not_found(id))?;
-    outbox::append(
-        &mut tx,
-        &[order_event(
-            "order_item_deleted",
-            &order,
-            std::slice::from_ref(&item),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
-    // Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
-    // user-detailed-orders-cache/{user}.
-    state.cache.invalidate(&item_keys(&order, id)).await;
+    commit_item_change(&state, tx, "order_item_deleted", &order, &item).await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -502,18 +489,21 @@ async fn get_detailed_order(
     State(state): State<AppState>,
     PathParams(order_id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    let body = state
-        .cache
-        .get_or_load(&cache_keys::detailed_order(order_id), || async {
-            let order = db::order(&state.pool, order_id)
-                .await?
-                .ok_or_else(|| order_not_found(order_id))?;
-            let items = db::items_of(&state.pool, order_id, &Page::all()).await?;
-            Ok(DetailedOrder { order, items })
-        })
-        .await?;
-    shopper.check_body(&body, "/order/user_id", || order_not_found(order_id))?;
-    Ok(JsonBytes(body))
+    shopper
+        .cached_entity(
+            &state.cache,
+            &cache_keys::detailed_order(order_id),
+            "/order/user_id",
+            || async {
+                let order = db::order(&state.pool, order_id)
+                    .await?
+                    .ok_or_else(|| order_not_found(order_id))?;
+                let items = db::items_of(&state.pool, order_id, &Page::all()).await?;
+                Ok(DetailedOrder { order, items })
+            },
+            || order_not_found(order_id),
+        )
+        .await
 }
 
 /// A user's orders with their items, by id: two queries whatever the number of orders.

@@ -86,16 +86,19 @@ async fn get_user(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<JsonBytes> {
-    let body = state
-        .cache
-        .get_or_load(&cache_keys::user(&id), || async {
-            db::user(&state.pool, &id)
-                .await?
-                .ok_or_else(|| user_not_found(&id))
-        })
-        .await?;
-    shopper.check_body(&body, "/id", || user_not_found(&id))?;
-    Ok(JsonBytes(body))
+    shopper
+        .cached_entity(
+            &state.cache,
+            &cache_keys::user(&id),
+            "/id",
+            || async {
+                db::user(&state.pool, &id)
+                    .await?
+                    .ok_or_else(|| user_not_found(&id))
+            },
+            || user_not_found(&id),
+        )
+        .await
 }
 
 /// Every user, by id (admin).
@@ -253,16 +256,19 @@ async fn get_address(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<JsonBytes> {
-    let body = state
-        .cache
-        .get_or_load(&cache_keys::address(id), || async {
-            db::address(&state.pool, id)
-                .await?
-                .ok_or_else(|| address_not_found(id))
-        })
-        .await?;
-    shopper.check_body(&body, "/userId", || address_not_found(id))?;
-    Ok(JsonBytes(body))
+    shopper
+        .cached_entity(
+            &state.cache,
+            &cache_keys::address(id),
+            "/userId",
+            || async {
+                db::address(&state.pool, id)
+                    .await?
+                    .ok_or_else(|| address_not_found(id))
+            },
+            || address_not_found(id),
+        )
+        .await
 }
 
 /// A user's addresses, by id (empty for an unknown user).

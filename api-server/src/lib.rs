@@ -40,9 +40,15 @@ use metrics::Metrics;
 use middleware::EdgeConfig;
 use ratelimit::RateLimits;
 
-/// Everything a request handler needs, shared by all requests.
+/// Everything a request handler needs, shared by all requests. Cloned several times per request
+/// (router, extractors, route layers), so it is one reference count: a clone is one atomic
+/// increment, not one per member.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The members of [`AppState`], reached through it (`state.pool`).
+#[derive(Clone)]
+pub struct Shared {
     pub pool: PgPool,
     pub cache: Cache,
     pub keys: Arc<ApiKeys>,
@@ -54,12 +60,20 @@ pub struct AppState {
     pub user_tokens: Option<Arc<UserTokens>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// The state over an open pool; starts the live-stream listener on it.
     pub fn new(pool: PgPool, cache: Cache, keys: ApiKeys, metrics: Metrics) -> AppState {
         let hub = StreamHub::new();
         hub.spawn_listener(pool.clone());
-        AppState {
+        AppState(Arc::new(Shared {
             pool,
             cache,
             keys: Arc::new(keys),
@@ -67,18 +81,18 @@ impl AppState {
             hub,
             rate_limits: None,
             user_tokens: None,
-        }
+        }))
     }
 
     /// Enables end-user token verification.
     pub fn with_user_tokens(mut self, tokens: Option<Arc<UserTokens>>) -> AppState {
-        self.user_tokens = tokens;
+        Arc::make_mut(&mut self.0).user_tokens = tokens;
         self
     }
 
     /// Enables rate limiting.
     pub fn with_rate_limits(mut self, limits: Option<RateLimits>) -> AppState {
-        self.rate_limits = limits.map(Arc::new);
+        Arc::make_mut(&mut self.0).rate_limits = limits.map(Arc::new);
         self
     }
 }

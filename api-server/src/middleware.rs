@@ -2,6 +2,7 @@
 //! timeouts, body limits, panic catching, and the layer that gives every error the JSON shape of the
 //! contract (including the ones produced outside handlers: 404 routes, 405, 413, 504).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -219,36 +220,43 @@ fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span
 }
 
 /// A route template as a metric label, in the `/products/get/:id` notation: some Prometheus text
-/// parsers stumble over braces inside label values.
-pub fn route_label(template: &str) -> String {
-    template
-        .split('/')
-        .map(
-            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => format!(":{name}"),
-                None => segment.to_owned(),
-            },
-        )
-        .collect::<Vec<_>>()
-        .join("/")
+/// parsers stumble over braces inside label values. Templates without parameters are used as
+/// they are (no allocation on the hot path).
+pub fn route_label(template: &str) -> Cow<'_, str> {
+    if !template.contains('{') {
+        return Cow::Borrowed(template);
+    }
+    Cow::Owned(
+        template
+            .split('/')
+            .map(
+                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => format!(":{name}"),
+                    None => segment.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
 }
 
 /// Counts requests by route template, method and status, times them, and tracks those in flight.
 async fn http_metrics(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = route_label(route_of(&request));
-    let method = request.method().as_str().to_owned();
     let started = Instant::now();
+    let method = request.method().clone();
+    let template = request.extensions().get::<MatchedPath>().cloned();
     metrics.http_in_flight.inc();
     let response = next.run(request).await;
     metrics.http_in_flight.dec();
+    let route = route_label(template.as_ref().map_or("unmatched", MatchedPath::as_str));
     let status = response.status();
     metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[&*route, method.as_str(), status.as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[&*route, method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }

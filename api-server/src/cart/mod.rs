@@ -131,6 +131,7 @@ async fn cart_of_user(
     page: PageQuery,
 ) -> ApiResult<Response> {
     shopper.check(&user_id, || cart_not_found(&user_id))?;
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::user_cart(&user_id),

@@ -85,6 +85,7 @@ async fn all_categories(
     State(state): State<AppState>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::all_categories(),
@@ -129,6 +130,7 @@ async fn all_sub_categories(
     State(state): State<AppState>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::all_sub_categories(),
@@ -152,6 +154,7 @@ async fn sub_categories_of_category(
     PathParams(category_id): PathParams<i64>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::sub_categories_of(category_id),

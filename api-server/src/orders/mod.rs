@@ -200,6 +200,7 @@ async fn orders_of_user(
     page: PageQuery,
 ) -> ApiResult<Response> {
     shopper.check(&user_id, || orders_not_found(&user_id))?;
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::user_orders(&user_id),
@@ -364,6 +365,7 @@ async fn items_of_order(
     {
         shopper.check(&owner, || order_not_found(order_id))?;
     }
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::order_items(order_id),
@@ -519,6 +521,7 @@ async fn detailed_orders_of_user(
 ) -> ApiResult<Response> {
     shopper.check(&user_id, || orders_not_found(&user_id))?;
     let key = cache_keys::user_detailed_orders(&user_id);
+    let state = &state;
     pagination::list(&state.cache, &key, &page, |page| async move {
         let orders = db::orders_of(&state.pool, &user_id, &page).await?;
         let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();

@@ -140,6 +140,7 @@ async fn all_products(
     State(state): State<AppState>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(&state.cache, &cache_keys::all(), &page, |page| async move {
         Ok(db::all(&state.pool, &page).await?)
     })
@@ -160,6 +161,7 @@ async fn products_of_category(
     PathParams(id): PathParams<i64>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::by_category(id),
@@ -183,6 +185,7 @@ async fn products_of_sub_category(
     PathParams(id): PathParams<i64>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::by_sub_category(id),

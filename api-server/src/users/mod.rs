@@ -111,6 +111,7 @@ async fn all_users(
     State(state): State<AppState>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::all_users(),
@@ -283,6 +284,7 @@ async fn addresses_of_user(
     page: PageQuery,
 ) -> ApiResult<Response> {
     shopper.check(&user_id, || user_not_found(&user_id))?;
+    let state = &state;
     pagination::list(
         &state.cache,
         &cache_keys::user_addresses(&user_id),

@@ -46,7 +46,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
@@ -224,7 +223,7 @@ async fn run(spans: SpanStats) -> anyhow::Result<()> {
         latencies_us: Vec::new(),
     };
     let backlog_rounds = spans.snapshot();
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(&pool)
         .await?;
     if pending != 0 {
@@ -339,7 +338,6 @@ struct Live {
     run: Run,
     transactions: usize,
     produce_us: Vec<i64>,
-    published_at_us: Vec<i64>,
     duplicates: usize,
     order_violations: usize,
 }
@@ -350,7 +348,7 @@ impl Live {
         println!(
             "{name}: {} transactions; commit→consumer p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} ms; \
              commit→produce (message timestamp, ms resolution) p50 {:.1} p99 {:.1} ms; \
-             commit→published_at column p50 {:.1} p99 {:.1} ms; {} duplicates; order per key: {}",
+             {} duplicates; order per key: {}",
             self.transactions,
             ms(&self.run.latencies_us, 50.0),
             ms(&self.run.latencies_us, 90.0),
@@ -358,8 +356,6 @@ impl Live {
             ms(&self.run.latencies_us, 100.0),
             ms(&self.produce_us, 50.0),
             ms(&self.produce_us, 99.0),
-            ms(&self.published_at_us, 50.0),
-            ms(&self.published_at_us, 99.0),
             self.duplicates,
             if self.order_violations == 0 {
                 "kept".to_owned()
@@ -404,7 +400,7 @@ async fn live_phase(
     )
     .await?;
     let last_published = watcher.await??;
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(pool)
         .await?;
     if pending != 0 {
@@ -449,17 +445,6 @@ async fn live_phase(
         );
     }
 
-    let published: Vec<(Uuid, chrono::DateTime<Utc>)> = sqlx::query_as(
-        "SELECT event_id, published_at FROM outbox WHERE event_id = ANY($1) AND published_at IS NOT NULL",
-    )
-    .bind(commits.iter().map(|c| c.0).collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await?;
-    let published_at_us = published
-        .iter()
-        .filter_map(|(id, at)| by_id.get(id).map(|c| at.timestamp_micros() - c.1))
-        .collect();
-
     Ok(Live {
         run: Run {
             events: total,
@@ -468,7 +453,6 @@ async fn live_phase(
         },
         transactions,
         produce_us,
-        published_at_us,
         duplicates,
         order_violations,
     })
@@ -675,7 +659,7 @@ async fn load_pending(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Vec<
     type PendingRow = (Uuid, String, String, String, Value, Option<String>);
     let rows: Vec<PendingRow> = sqlx::query_as(
         "SELECT event_id, topic, event_key, event_type, payload, traceparent \
-         FROM outbox WHERE published_at IS NULL ORDER BY id",
+         FROM outbox_pending JOIN outbox USING (id) ORDER BY id",
     )
     .fetch_all(pool)
     .await?;
@@ -1018,20 +1002,28 @@ impl SpanStats {
     fn snapshot(&self) -> String {
         let stats = self.inner.lock().expect("span stats");
         let stat = |name| stats.get(name).copied().unwrap_or_default();
-        let (round, empty, publish) = (
+        let (round, empty, publish, claim, mark) = (
             stat("outbox.relay_round"),
             stat(EMPTY_ROUND),
             stat("kafka.publish"),
+            stat("outbox.claim"),
+            stat("outbox.mark"),
         );
         let avg_ms = |stat: SpanStat| stat.total.as_secs_f64() * 1000.0 / stat.count.max(1) as f64;
         format!(
             "{} rounds with rows ({:.0} rows each), {:.1} ms per round: Kafka (enqueue → last ack) \
-             {:.1} ms, database and encoding {:.1} ms; {} empty rounds of {:.1} ms",
+             {:.1} ms, claim (query and decoding) {:.1} ms, mark (delete and commit) {:.1} ms, \
+             the rest (lock, encoding) {:.1} ms; {} empty rounds of {:.1} ms",
             round.count,
             round.messages as f64 / round.count.max(1) as f64,
             avg_ms(round),
             avg_ms(publish),
-            avg_ms(round) - avg_ms(publish),
+            claim.total.as_secs_f64() * 1000.0 / (round.count + empty.count).max(1) as f64,
+            mark.total.as_secs_f64() * 1000.0 / (round.count + empty.count).max(1) as f64,
+            avg_ms(round)
+                - avg_ms(publish)
+                - (claim.total + mark.total).as_secs_f64() * 1000.0
+                    / (round.count + empty.count).max(1) as f64,
             empty.count,
             avg_ms(empty),
         )
@@ -1236,7 +1228,7 @@ impl Database {
             server: server.clone(),
             name: name.clone(),
             // Writers + the relay's round and LISTEN connections + checks.
-            pool: PgPoolOptions::new()
+            pool: db::pool_options(&format!("{server}/{name}"))
                 .max_connections(24)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_lazy(&format!("{server}/{name}"))?,

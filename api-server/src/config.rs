@@ -177,7 +177,7 @@ pub struct ServeConfig {
     pub user_auth: UserAuthConfig,
 
     /// Outbox rows the relay publishes per round.
-    #[arg(long, env = "PLAMATIO_OUTBOX_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "PLAMATIO_OUTBOX_BATCH_SIZE", default_value_t = 5000)]
     pub outbox_batch_size: i64,
 
     /// How often an idle relay looks for rows it was not notified about, in milliseconds.

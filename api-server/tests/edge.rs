@@ -589,6 +589,25 @@ async fn nul_characters_in_text_are_400_not_a_server_error() {
         .storefront(Method::POST, "/events/user", Some(&event))
         .await;
     response.assert_error(400, "invalid_argument");
+    // also deep inside the free-form metadata, in a value or a key
+    for metadata in [json!({"page": {"path": ["/a\u{0}"]}}), json!({"k\u{0}": 1})] {
+        let event = json!({
+            "user_id": "u", "event_type": "click", "core_component": "c", "client_id": "web",
+            "timestamp": "2026-11-25T10:00:00Z", "metadata": metadata
+        });
+        let response = app
+            .storefront(Method::POST, "/events/user", Some(&event))
+            .await;
+        assert_eq!(
+            response.assert_error(400, "invalid_argument"),
+            "text values must not contain NUL characters"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = 'user_events'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "no event with a NUL character was stored");
     let response = app.get("/users/get/a%00b").await;
     response.assert_error(400, "invalid_argument");
     let response = app.get("/products/search/a%00b").await;

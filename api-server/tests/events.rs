@@ -70,14 +70,16 @@ async fn outbox_rows(pool: &PgPool, topic: &str) -> Vec<OutboxRow> {
 }
 
 async fn pending(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    sqlx::query_scalar("SELECT count(*) FROM outbox_pending")
         .fetch_one(pool)
         .await
         .unwrap()
 }
 
 async fn published(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)",
+    )
         .fetch_one(pool)
         .await
         .unwrap()
@@ -1417,6 +1419,126 @@ async fn metrics_show_the_backlog_and_what_was_published() {
         metric(&text, "outbox_publish_latency_seconds_count"),
         Some(7.0)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9b. The pending queue: retention and the upgrade from `published_at`
+// ---------------------------------------------------------------------------------------------
+
+async fn append_cart_events(pool: &PgPool, count: usize) -> Vec<i64> {
+    let events: Vec<OutboxEvent> = (0..count)
+        .map(|n| OutboxEvent::new(Topic::CartUpdates, "user_a", "cart_item_added").with("n", n))
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    outbox::append(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query_scalar("SELECT id FROM outbox ORDER BY id DESC LIMIT $1")
+        .bind(count as i64)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn outbox_ids(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn pending_ids(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM outbox_pending ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_old_published_rows_and_keeps_what_is_pending() {
+    let app = TestApp::new().await;
+    let old = append_cart_events(&app.pool, 4).await;
+    let recent = append_cart_events(&app.pool, 2).await;
+    assert_eq!(pending(&app.pool).await, 6, "every appended row is queued");
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '8 days' WHERE id = ANY($1)")
+        .bind(&old)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Two old rows and one recent row were published.
+    let published_ids = [old[0], old[1], recent[0]];
+    sqlx::query("DELETE FROM outbox_pending WHERE id = ANY($1)")
+        .bind(&published_ids[..])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let week = Duration::from_secs(7 * 24 * 3600);
+
+    let deleted = relay::prune(&app.pool, week, true).await.unwrap();
+    assert_eq!(deleted, 2, "only the old published rows go");
+    let mut kept = vec![old[2], old[3], recent[0], recent[1]];
+    kept.sort_unstable();
+    assert_eq!(outbox_ids(&app.pool).await, kept);
+    let mut queued = vec![old[2], old[3], recent[1]];
+    queued.sort_unstable();
+    assert_eq!(
+        pending_ids(&app.pool).await,
+        queued,
+        "old pending rows still wait for the relay"
+    );
+
+    // Without a relay nothing would ever publish the old pending rows: they go, queue entries too.
+    let deleted = relay::prune(&app.pool, week, false).await.unwrap();
+    assert_eq!(deleted, 2);
+    let mut kept = recent.clone();
+    kept.sort_unstable();
+    assert_eq!(outbox_ids(&app.pool).await, kept);
+    assert_eq!(pending_ids(&app.pool).await, vec![recent[1]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrading_queues_the_unpublished_rows_and_rows_written_by_older_releases() {
+    let database = common::EmptyDatabase::new().await;
+    let pool = &database.pool;
+    // The schema as the first release left it, with one published and two unpublished rows.
+    plamatio_api::db::MIGRATOR
+        .run_to(20261125000002, pool)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (n, published) in [(1, true), (2, false), (3, false)] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, published_at) \
+             VALUES ($1, 'cart_updates', 'user_a', 'cart_item_added', $2, \
+                     CASE WHEN $3 THEN now() END) RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(json!({ "n": n }))
+        .bind(published)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+
+    plamatio_api::db::migrate(pool).await.unwrap();
+    assert_eq!(pending_ids(pool).await, vec![ids[1], ids[2]]);
+
+    // A replica of the earlier release keeps inserting during the rollout; its rows are queued.
+    let older_release: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, topic, event_key, event_type, payload) \
+         VALUES ($1, 'cart_updates', 'user_a', 'cart_item_added', '{}') RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(pending_ids(pool).await, vec![ids[1], ids[2], older_release]);
+    // Its relay's claim fails instead of re-reading published rows as unpublished.
+    let error = sqlx::query("SELECT id FROM outbox WHERE published_at IS NULL")
+        .fetch_all(pool)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("published_at"), "{error}");
 }
 
 // ---------------------------------------------------------------------------------------------

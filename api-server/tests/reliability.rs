@@ -413,7 +413,7 @@ async fn assert_no_partial_writes(pool: &PgPool, items: i64) {
             "order_created outbox rows without the checkout's items",
             format!(
                 "SELECT count(*) FROM outbox WHERE event_type = 'order_created' \
-                 AND jsonb_array_length(payload->'order_items') <> {items}"
+                 AND json_array_length(payload->'order_items') <> {items}"
             ),
         ),
         (

@@ -269,7 +269,7 @@ def main():
     deadline = time.time() + 30
     pending = None
     while time.time() < deadline:
-        pending = subprocess.run(["psql", f"{PG_SERVER}/{database}", "-Atc", "SELECT count(*) FROM outbox WHERE published_at IS NULL"], capture_output=True, text=True).stdout.strip()
+        pending = subprocess.run(["psql", f"{PG_SERVER}/{database}", "-Atc", "SELECT count(*) FROM outbox_pending"], capture_output=True, text=True).stdout.strip()
         if pending == "0":
             break
         time.sleep(0.3)

@@ -47,7 +47,26 @@ fn validate_event(event: &Value) -> Result<String, ApiError> {
     if event.to_string().len() > MAX_EVENT_BYTES {
         return Err(ApiError::invalid("event larger than 16 KiB"));
     }
+    // The outbox keeps the payload as `json` text, which would accept U+0000; every other text in
+    // the store is refused it by PostgreSQL, so events are held to the same rule.
+    if has_nul(event) {
+        return Err(ApiError::invalid(
+            "text values must not contain NUL characters",
+        ));
+    }
     Ok(user_id)
+}
+
+/// Whether any key or string inside the value contains U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
 }
 
 /// Splits a body into its events: `{"data": [...]}` or a single event object.

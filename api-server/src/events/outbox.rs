@@ -126,15 +126,16 @@ pub async fn append(
     // The trace of the request that caused the events travels with them into Kafka headers.
     let traceparent = crate::telemetry::current_traceparent();
     let traceparents: Vec<Option<&str>> = events.iter().map(|_| traceparent.as_deref()).collect();
-    let payloads: Vec<Value> = events
+    // Sent as text and stored as `json`: the bytes the relay and the streams pass on.
+    let payloads: Vec<String> = events
         .iter()
         .zip(&ids)
-        .map(|(event, id)| event.payload(*id, now))
+        .map(|(event, id)| event.payload(*id, now).to_string())
         .collect();
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, traceparent) \
-         SELECT event_id, topic, event_key, event_type, payload, traceparent \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[]) \
+         SELECT event_id, topic, event_key, event_type, payload::json, traceparent \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
          WITH ORDINALITY AS e(event_id, topic, event_key, event_type, payload, traceparent, n) \
          ORDER BY n",
     )

@@ -1,13 +1,16 @@
-//! The outbox relay: publishes committed outbox rows to Kafka and marks them published only after
-//! the broker acknowledged them.
+//! The outbox relay: publishes committed outbox rows to Kafka and takes them off the pending queue
+//! only after the broker acknowledged them.
 //!
 //! One relay works at a time across all replicas (a transaction-scoped advisory lock), so rows are
 //! published strictly in outbox order and every key's events stay in commit order; the others poll
-//! and take over when it stops. Each round claims a batch with `FOR UPDATE SKIP LOCKED`, enqueues it
-//! on the idempotent producer in id order (one partition per key, so the broker keeps that order),
-//! waits for every acknowledgement and marks the acknowledged rows published in the same
-//! transaction. A row whose publication failed, and every later row of its key, stays pending and is
-//! retried with exponential backoff. Idle relays sleep until a `NOTIFY` or the poll interval.
+//! and take over when it stops. Each round claims a batch of `outbox_pending` (filled by a trigger
+//! on every outbox insert) with `FOR UPDATE SKIP LOCKED`, enqueues it on the idempotent producer in
+//! id order (one partition per key, so the broker keeps that order), waits for every
+//! acknowledgement and deletes the acknowledged ids from `outbox_pending` in the same transaction;
+//! the outbox rows themselves are never updated. A row whose publication failed, and every later row
+//! of its key, stays pending and is retried with exponential backoff. Idle relays sleep until a
+//! `NOTIFY` or the poll interval; notifications that arrived before a round starts are folded into
+//! it.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -16,7 +19,6 @@ use chrono::{DateTime, Utc};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -44,7 +46,9 @@ pub struct RelaySettings {
 impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
-            batch_size: 500,
+            // B4: 500 → 0.21× direct produce, 2,000 → 0.51×, 5,000 → 0.54× when draining a backlog;
+            // a live relay's rounds are as small as what arrived since the last one.
+            batch_size: 5000,
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
         }
@@ -58,7 +62,8 @@ struct PendingRow {
     topic: String,
     event_key: String,
     event_type: String,
-    payload: Value,
+    /// The stored JSON text, published as it is.
+    payload: String,
     traceparent: Option<String>,
     created_at: DateTime<Utc>,
 }
@@ -170,6 +175,12 @@ impl Relay {
             if *shutdown.borrow() {
                 break;
             }
+            // Notifications already received announce rows this round will see anyway; each would
+            // otherwise wake a round of its own. Those arriving during the round stay queued and
+            // start the next one.
+            if let Some(listener) = listener.as_mut() {
+                while listener.next_buffered().is_some() {}
+            }
             let wait = match self.round().await {
                 Ok(Round::Published(count)) if count as i64 >= self.settings.batch_size => {
                     backoff = Duration::ZERO;
@@ -226,27 +237,31 @@ impl Relay {
             return Ok(Round::NotLeader);
         }
         let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT id, event_id, topic, event_key, event_type, payload, traceparent, created_at \
-             FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            // Claim the ids first, then fetch each row by primary key. A join would be planned
+            // from the tables' statistics, which lag far behind a fast-growing outbox (a hash join
+            // over a sequential scan of the whole outbox on every round); `OFFSET 0` keeps the
+            // lookup a per-id index probe whatever the statistics say.
+            "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
+             o.traceparent, o.created_at \
+             FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+             CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
+             ORDER BY c.id",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&mut *tx)
+        .instrument(tracing::info_span!("outbox.claim", otel.kind = "client"))
         .await?;
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Round::Published(0));
         }
 
-        let payloads: Vec<Vec<u8>> = rows
-            .iter()
-            .map(|row| serde_json::to_vec(&row.payload).unwrap_or_default())
-            .collect();
         let topics: Vec<String> = rows
             .iter()
             .map(|row| self.kafka.topic_name(&row.topic))
             .collect();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for ((row, payload), topic) in rows.iter().zip(&payloads).zip(&topics) {
+        for (row, topic) in rows.iter().zip(&topics) {
             let event_id = row.event_id.to_string();
             let mut headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
@@ -269,7 +284,7 @@ impl Relay {
             }
             let record = FutureRecord::to(topic)
                 .key(row.event_key.as_str())
-                .payload(payload.as_slice())
+                .payload(row.payload.as_bytes())
                 .headers(headers);
             deliveries.push(self.producer.send(
                 record,
@@ -317,13 +332,25 @@ impl Relay {
                 }
             }
         }
-        if !published.is_empty() {
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        async {
+            if let (Some(first), Some(last)) = (published.first(), published.last()) {
+                // A join with the id list (`= ANY($3)` compares every row with every id), and an
+                // id range so the planner uses the primary key even while the table's statistics
+                // still describe it as tiny.
+                sqlx::query(
+                    "DELETE FROM outbox_pending p USING unnest($3::bigint[]) AS done(id) \
+                     WHERE p.id = done.id AND p.id BETWEEN $1 AND $2",
+                )
+                .bind(first)
+                .bind(last)
                 .bind(&published)
                 .execute(&mut *tx)
                 .await?;
+            }
+            tx.commit().await
         }
-        tx.commit().await?;
+        .instrument(tracing::info_span!("outbox.mark", otel.kind = "client"))
+        .await?;
         self.metrics.outbox_published.inc_by(published.len() as u64);
         match first_error {
             Some(first_error) => Err(RelayError::Undelivered {
@@ -338,7 +365,8 @@ impl Relay {
 }
 
 /// Deletes published rows older than the retention, and — when no relay runs — any row older than
-/// it (nothing would ever publish them). Returns the number of rows deleted.
+/// it (nothing would ever publish them; their queue entries go with them). Returns the number of
+/// rows deleted.
 pub async fn prune(
     pool: &PgPool,
     retention: Duration,
@@ -347,8 +375,8 @@ pub async fn prune(
     let seconds = retention.as_secs_f64();
     let result = if relay_enabled {
         sqlx::query(
-            "DELETE FROM outbox WHERE published_at IS NOT NULL \
-             AND published_at < now() - make_interval(secs => $1)",
+            "DELETE FROM outbox o WHERE o.created_at < now() - make_interval(secs => $1) \
+             AND NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)",
         )
         .bind(seconds)
         .execute(pool)
@@ -373,8 +401,9 @@ pub async fn monitor(
     let mut last_prune: Option<Instant> = None;
     loop {
         let backlog: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 \
-             FROM outbox WHERE published_at IS NULL",
+            "SELECT (SELECT count(*) FROM outbox_pending), \
+             (SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox \
+              WHERE id = (SELECT min(id) FROM outbox_pending))",
         )
         .fetch_one(&pool)
         .await;

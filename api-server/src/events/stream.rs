@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
@@ -89,7 +88,8 @@ struct StreamRow {
     id: i64,
     event_id: Uuid,
     event_type: String,
-    payload: Value,
+    /// The stored JSON text.
+    payload: String,
 }
 
 /// Decrements the subscriber gauge when a stream ends.
@@ -122,7 +122,7 @@ async fn rows_after(
     after: i64,
 ) -> Result<Vec<StreamRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, event_id, event_type, payload FROM outbox \
+        "SELECT id, event_id, event_type, payload::text AS payload FROM outbox \
          WHERE event_key = $1 AND id > $2 AND topic = ANY($3) ORDER BY id LIMIT $4",
     )
     .bind(user_id)
@@ -160,7 +160,7 @@ fn to_event(row: &StreamRow) -> Event {
     Event::default()
         .event(row.event_type.as_str())
         .id(row.event_id.to_string())
-        .data(row.payload.to_string())
+        .data(row.payload.as_str())
 }
 
 async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {

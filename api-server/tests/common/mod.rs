@@ -16,7 +16,6 @@ use plamatio_api::config::ServeConfig;
 use plamatio_api::metrics::Metrics;
 use plamatio_api::{AppState, cli, db};
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tower::ServiceExt;
 
@@ -72,7 +71,7 @@ impl TestResponse {
     }
 }
 
-async fn create_database() -> (String, PgPool) {
+async fn create_empty_database() -> (String, PgPool) {
     let server = server_url();
     let name = format!("plamatio_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{server}/postgres"))
@@ -84,16 +83,63 @@ async fn create_database() -> (String, PgPool) {
         .execute(&mut admin)
         .await
         .expect("create test database");
-    let pool = PgPoolOptions::new()
+    let url = format!("{server}/{name}");
+    let pool = db::pool_options(&url)
         .max_connections(12)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&format!("{server}/{name}"))
+        .connect(&url)
         .await
         .expect("connect to test database");
+    (name, pool)
+}
+
+async fn create_database() -> (String, PgPool) {
+    let (name, pool) = create_empty_database().await;
     db::migrate(&pool)
         .await
         .expect("migrations apply to an empty database");
     (name, pool)
+}
+
+/// A database of its own with no migration applied, dropped with the value.
+pub struct EmptyDatabase {
+    pub pool: PgPool,
+    name: String,
+}
+
+impl EmptyDatabase {
+    pub async fn new() -> EmptyDatabase {
+        let (name, pool) = create_empty_database().await;
+        EmptyDatabase { pool, name }
+    }
+}
+
+impl Drop for EmptyDatabase {
+    fn drop(&mut self) {
+        drop_database(self.name.clone());
+    }
+}
+
+/// Drops a test database from a separate thread with its own runtime: `Drop` cannot await.
+fn drop_database(name: String) {
+    let server = server_url();
+    let dropper = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        }
+    });
+    let _ = dropper.join();
 }
 
 impl TestApp {
@@ -230,27 +276,6 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let name = self.database.clone();
-        let server = server_url();
-        // Drop the database from a separate thread with its own runtime: Drop cannot await.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async move {
-                    if let Ok(mut admin) =
-                        PgConnection::connect(&format!("{server}/postgres")).await
-                    {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
-                    }
-                });
-            }
-        });
-        let _ = dropper.join();
+        drop_database(self.database.clone());
     }
 }

@@ -28,7 +28,8 @@ CREATE TRIGGER outbox_enqueue AFTER INSERT ON outbox
 
 -- `published_at` goes: a relay of an earlier release now fails its rounds (and retries) instead
 -- of re-reading every row the new relay published as unpublished, so an upgrade delays events for
--- the length of the rollout but neither loses nor duplicates them.
+-- the length of the rollout and loses none (a round such a relay had in flight while this ran may
+-- be published again; consumers dedupe by event_id).
 DROP INDEX outbox_pending_idx;
 DROP INDEX outbox_published_at_idx;
 ALTER TABLE outbox DROP COLUMN published_at;

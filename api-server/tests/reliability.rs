@@ -4,6 +4,8 @@
 //! malformed input, metacharacters, header floods, slowloris). Every wait is bounded, so a regression
 //! fails the test instead of hanging it.
 
+mod common;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -16,15 +18,12 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use common::server_url;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
 
 /// Upper bound of one HTTP exchange of a well-behaved client in these tests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -83,27 +82,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let server = server_url();
-        // Drop cannot await: drop the database from a thread with its own runtime.
-        let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        });
-        let _ = dropper.join();
+        common::drop_database(self.name.clone());
     }
 }
 

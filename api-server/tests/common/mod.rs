@@ -121,7 +121,7 @@ impl Drop for EmptyDatabase {
 }
 
 /// Drops a test database from a separate thread with its own runtime: `Drop` cannot await.
-fn drop_database(name: String) {
+pub fn drop_database(name: String) {
     let server = server_url();
     let dropper = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -811,14 +811,14 @@ async fn nothing_is_lost_when_the_relay_stops_mid_backlog() {
     }
     assert_eq!(pending(&app.pool).await, 300);
 
-    // Hold back the second half of the backlog (row locks: the relay skips locked rows), so the
-    // first relay certainly stops with rows pending however fast it runs.
+    // Hold back the second half of the backlog (row locks on its queue entries: the relay skips
+    // locked rows), so the first relay certainly stops with rows pending however fast it runs.
     let cut: i64 = sqlx::query_scalar("SELECT min(id) + 149 FROM outbox")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     let mut hold = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT id FROM outbox WHERE id > $1 FOR UPDATE")
+    sqlx::query("SELECT id FROM outbox_pending WHERE id > $1 FOR UPDATE")
         .bind(cut)
         .execute(&mut *hold)
         .await

@@ -198,10 +198,9 @@ pub fn paused_status(
     generation: Option<i64>,
     now: &Time,
 ) -> PlamatioStoreStatus {
-    let mut status = previous.cloned().unwrap_or_default();
-    status.observed_generation = generation;
-    status.conditions = merge_conditions(
-        &status.conditions,
+    with_conditions(
+        previous,
+        generation,
         vec![condition(
             PAUSED,
             "True",
@@ -210,8 +209,7 @@ pub fn paused_status(
             generation,
             now,
         )],
-    );
-    status
+    )
 }
 
 /// Status of a store whose reconcile stopped before applying anything (e.g. a missing Secret).
@@ -222,17 +220,27 @@ pub fn blocked_status(
     message: &str,
     now: &Time,
 ) -> PlamatioStoreStatus {
-    let mut status = previous.cloned().unwrap_or_default();
-    status.observed_generation = generation;
-    status.conditions = merge_conditions(
-        &status.conditions,
+    with_conditions(
+        previous,
+        generation,
         vec![
             condition(READY, "False", reason, message, generation, now),
             condition(PROGRESSING, "False", reason, message, generation, now),
             condition(DEGRADED, "True", reason, message, generation, now),
             condition(PAUSED, "False", "Reconciling", "", generation, now),
         ],
-    );
+    )
+}
+
+/// The previous status (or an empty one) at `generation`, with `updates` merged into its conditions.
+fn with_conditions(
+    previous: Option<&PlamatioStoreStatus>,
+    generation: Option<i64>,
+    updates: Vec<Condition>,
+) -> PlamatioStoreStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.conditions = merge_conditions(&status.conditions, updates);
     status
 }
 

@@ -12,7 +12,7 @@
 //! `NOTIFY` or the poll interval; notifications that arrived before a round starts are folded into
 //! it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -256,12 +256,16 @@ impl Relay {
             return Ok(Round::Published(0));
         }
 
-        let topics: Vec<String> = rows
-            .iter()
-            .map(|row| self.kafka.topic_name(&row.topic))
-            .collect();
+        // A round carries thousands of rows over a handful of topics: name each topic once.
+        let mut topics: HashMap<&str, String> = HashMap::new();
+        for row in &rows {
+            topics
+                .entry(row.topic.as_str())
+                .or_insert_with(|| self.kafka.topic_name(&row.topic));
+        }
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (row, topic) in rows.iter().zip(&topics) {
+        for row in &rows {
+            let topic = &topics[row.topic.as_str()];
             let event_id = row.event_id.to_string();
             let mut headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {

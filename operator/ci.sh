@@ -13,10 +13,9 @@ if [ ! -x "$binary" ]; then
   cargo build -p plamatio-operator --bin plamatio-operator
 fi
 
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-  echo "operator/ci.sh: installing kubernetes-validate"
-  python3 -m pip install --quiet kubernetes-validate
-fi
+# shellcheck source=scripts/test-tools.sh
+source scripts/test-tools.sh
+ensure_python_module kubernetes_validate kubernetes-validate
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -46,7 +45,7 @@ fi
 
 failed=0
 for version in 1.31.0 1.30.0; do
-  if ! kubernetes-validate --strict --quiet -k "$version" "${files[@]}"; then
+  if ! python3 -m kubernetes_validate --strict --quiet -k "$version" "${files[@]}"; then
     failed=$((failed + 1))
   fi
 done

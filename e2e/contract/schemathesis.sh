@@ -33,7 +33,7 @@ done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$workdir/server.log"; echo "API did not start" >&2; exit 1; }
 
 run_schemathesis() {
-  (cd "$workdir" && schemathesis run "http://127.0.0.1:$port/openapi.json" \
+  (cd "$workdir" && python3 -m schemathesis.cli run "http://127.0.0.1:$port/openapi.json" \
       --header "Authorization: Bearer $1" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
       --phases examples,coverage,fuzzing,stateful \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end run of the Helm chart on a real cluster (kind, k3d, or whatever KUBECONFIG points at; it
 # cannot run on the CI machines, which have neither a Docker engine nor a cluster):
-#   1. builds the API and operator images (api-server/Dockerfile, operator/Dockerfile) and loads them
+#   1. builds the API and operator images (the root Dockerfile, BINARY=plamatio-api / plamatio-operator), loads them
 #      into the kind/k3d cluster when the current context is one (else pushes them with PUSH=1);
 #   2. `helm install`s charts/plamatio in evaluation mode (PostgreSQL, Redis, Kafka, a sample store);
 #   3. waits for the store's Ready condition;
@@ -59,8 +59,8 @@ else
   API_IMAGE="$IMAGE_REGISTRY/plamatio-api:$IMAGE_TAG"
   OPERATOR_IMAGE="$IMAGE_REGISTRY/plamatio-operator:$IMAGE_TAG"
   log "building $API_IMAGE and $OPERATOR_IMAGE"
-  DOCKER_BUILDKIT=1 docker build -f api-server/Dockerfile -t "$API_IMAGE" .
-  DOCKER_BUILDKIT=1 docker build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
+  DOCKER_BUILDKIT=1 docker build --build-arg BINARY=plamatio-api -t "$API_IMAGE" .
+  DOCKER_BUILDKIT=1 docker build --build-arg BINARY=plamatio-operator -t "$OPERATOR_IMAGE" .
   context=$(kubectl config current-context)
   case "$context" in
     kind-*)

@@ -19,9 +19,7 @@
 //! Exit status: 0 whatever the targets say; 1 on an error (setup, lost event, broken order per key).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +36,9 @@ use plamatio_api::events::outbox::{self, OutboxEvent, Topic};
 use plamatio_api::events::relay::{Relay, RelaySettings};
 use plamatio_api::metrics::Metrics;
 use plamatio_api::telemetry::with_client_traceparent;
+use plamatio_testkit::{
+    TansuBroker, create_scratch_database, database_server_url, drop_scratch_database,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -46,7 +47,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -127,7 +128,7 @@ const RELAY_LOCK: i64 = 0x706c_616d_6174_696f;
 
 async fn run(spans: SpanStats) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let broker = Tansu::start().await?;
+    let broker = tokio::task::spawn_blocking(TansuBroker::start).await?;
     let database = Database::create().await?;
     let pool = database.pool.clone();
     let mut kafka = KafkaConfig::for_bootstrap(&broker.bootstrap());
@@ -1080,94 +1081,6 @@ where
 // ---------------------------------------------------------------------------------------------
 // Environment: tansu and PostgreSQL
 
-/// tansu with memory storage on a free port; killed on drop.
-struct Tansu {
-    port: u16,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Tansu {
-    fn binary() -> anyhow::Result<PathBuf> {
-        if let Some(path) = std::env::var_os("TANSU_BIN").filter(|path| !path.is_empty()) {
-            let path = PathBuf::from(path);
-            if !path.is_file() {
-                bail!("TANSU_BIN={} does not exist", path.display());
-            }
-            return Ok(path);
-        }
-        let tools = Path::new("/var/tmp/plamatio-tools/bin/tansu");
-        if tools.is_file() {
-            return Ok(tools.to_path_buf());
-        }
-        std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-            .map(|directory| directory.join("tansu"))
-            .find(|candidate| candidate.is_file())
-            .ok_or_else(|| {
-                anyhow!(
-                    "no tansu binary (set TANSU_BIN, or install /var/tmp/plamatio-tools/bin/tansu)"
-                )
-            })
-    }
-
-    async fn start() -> anyhow::Result<Tansu> {
-        let binary = Tansu::binary()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::env::temp_dir().join(format!("plamatio-b4-tansu-{port}.log"));
-        let file = std::fs::File::create(&log)?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .env_remove("CLUSTER_ID")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut tansu = Tansu { port, child, log };
-        let address: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = tansu.child.try_wait() {
-                bail!("tansu exited ({status}): {}", tansu.log_text());
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                return Ok(tansu);
-            }
-            if Instant::now() > deadline {
-                bail!("tansu did not listen on {port}: {}", tansu.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// Creates the Plamatio topics and waits until `topic` has its partitions.
 async fn create_topics(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1210,28 +1123,20 @@ struct Database {
 
 impl Database {
     fn server() -> String {
-        std::env::var("B4_DATABASE_SERVER")
-            .or_else(|_| std::env::var("TEST_DATABASE_SERVER"))
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        std::env::var("B4_DATABASE_SERVER").unwrap_or_else(|_| database_server_url())
     }
 
     async fn create() -> anyhow::Result<Database> {
         let server = Database::server();
-        let name = format!("plamatio_b4_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-            .await
-            .with_context(|| format!("PostgreSQL at {server}"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
+        let (name, url) = create_scratch_database(&server, "plamatio_b4").await;
         let database = Database {
-            server: server.clone(),
-            name: name.clone(),
+            server,
+            name,
             // Writers + the relay's round and LISTEN connections + checks.
-            pool: db::pool_options(&format!("{server}/{name}"))
+            pool: db::pool_options(&url)
                 .max_connections(24)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_lazy(&format!("{server}/{name}"))?,
+                .connect_lazy(&url)?,
         };
         db::migrate(&database.pool).await?;
         Ok(database)
@@ -1240,28 +1145,6 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let server = self.server.clone();
-        let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Drop cannot await: a thread with its own runtime.
-        let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                pool.close().await;
-                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        });
-        let _ = dropper.join();
+        drop_scratch_database(self.server.clone(), self.name.clone());
     }
 }

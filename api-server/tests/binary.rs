@@ -10,10 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
 
-fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+use plamatio_testkit::{database_server_url as server_url, free_port};
 
 #[test]
 fn keys_generate_prints_a_key_and_its_digest() {
@@ -84,14 +81,6 @@ impl Drop for Server {
             ))
             .output();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn http_get(port: u16, path: &str, key: Option<&str>) -> (u16, String) {

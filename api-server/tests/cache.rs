@@ -1,7 +1,7 @@
 //! The cache against a real Redis: reads are served from Redis, mutations invalidate after commit,
 //! and an unreachable Redis never fails a read.
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::{CacheKind, TestApp};

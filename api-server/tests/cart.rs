@@ -2,7 +2,7 @@
 //! validation messages in contract order, ownership, atomicity of `add/all`, one outbox event per
 //! change, cache invalidation and concurrent mutations of one user's cart.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! Categories and sub-categories against a real, seeded PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The connection pool against a real PostgreSQL: every TCP connection it opens has `TCP_NODELAY`
 //! (sqlx 0.9.0 leaves it off; see `db::pool_options`).
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 

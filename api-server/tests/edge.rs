@@ -1,7 +1,7 @@
 //! The HTTP edge: authentication, routing errors, error shapes, request ids, CORS, body limits,
 //! public service endpoints and the OpenAPI document.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -4,7 +4,7 @@
 //! restarts, several relays, `POST /events/user`, the SSE live stream across two API instances,
 //! the outbox metrics and `plamatio-api events tail`.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};

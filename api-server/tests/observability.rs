@@ -3,6 +3,10 @@
 //! lines that carry the request id and the cause, and a dashboard and alert rules that only use
 //! metrics the API exports.
 
+// Its own test binary (see Cargo.toml): it installs tracing subscribers, and tracing caches per
+// callsite whether anyone listens, process-wide, so tests that run without one in the same process
+// would silence its spans.
+#[allow(dead_code, unused_imports)]
 mod common;
 
 use std::collections::HashSet;

@@ -2,7 +2,7 @@
 //! stated): exact snake_case JSON, validation messages in order, ownership, transactions, the
 //! `orders_updates` outbox events, cache freshness after every mutation and concurrent checkouts.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

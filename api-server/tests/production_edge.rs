@@ -1,7 +1,7 @@
 //! The production edge of api.md §6: Idempotency-Key replays, keyset pagination of every list, and
 //! per-key/per-IP rate limits.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

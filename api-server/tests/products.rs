@@ -1,7 +1,7 @@
 //! Products against a real, seeded PostgreSQL: reads, search, admin mutations with their outbox
 //! events and cache invalidation.
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::TestApp;

@@ -4,7 +4,7 @@
 //! malformed input, metacharacters, header floods, slowloris). Every wait is bounded, so a regression
 //! fails the test instead of hanging it.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -18,39 +18,15 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::server_url;
+use common::{free_port, server_url, wait_until};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
 
 /// Upper bound of one HTTP exchange of a well-behaved client in these tests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
-
-/// Polls `check` every 100 ms until it returns true; panics with `what` after `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How often the waits of these tests poll.
+const POLL: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------------
 // A database of the test's own (created by the binary at start-up, dropped at the end).
@@ -449,9 +425,12 @@ impl RedisServer {
                 )
             });
         let server = RedisServer { child, port };
-        wait_until(Duration::from_secs(10), "redis-server answers PING", || {
-            server.command("PING")
-        })
+        wait_until(
+            Duration::from_secs(10),
+            POLL,
+            "redis-server answers PING",
+            || server.command("PING"),
+        )
         .await;
         server
     }
@@ -615,6 +594,7 @@ async fn redis_killed_under_load_costs_no_read_and_caching_resumes_after_restart
     assert!(hits_during_outage >= hits_before);
     wait_until(
         Duration::from_secs(15),
+        POLL,
         "cache keys reappear in the restarted Redis and lookups hit",
         || async {
             for path in ["/products/all", "/products/get/7", "/categories/all"] {
@@ -787,7 +767,7 @@ async fn terminated_database_backends_cost_at_most_clean_503s_and_no_partial_wri
     // The pool recovers within a few seconds: reads and writes answer 200 again.
     let client = http_client();
     let (user, address) = shoppers[0].clone();
-    wait_until(Duration::from_secs(5), "the API serves reads and writes again", || async {
+    wait_until(Duration::from_secs(5), POLL, "the API serves reads and writes again", || async {
         let ready = get(&client, &api, "/readyz").await;
         let read = get(&client, &api, "/orders/all/pgloss_0").await;
         let write = post(&client, &api, "/cart/add", &json!({"product_id": 4, "quantity": 1, "user_id": user})).await;
@@ -855,6 +835,7 @@ async fn sigkill_during_200_concurrent_checkouts_leaves_whole_orders_or_none() {
     // SIGKILL once the first checkouts were answered, while the rest are in flight.
     wait_until(
         Duration::from_secs(30),
+        POLL,
         "the first checkouts are answered",
         || {
             let answered = answered.clone();

@@ -2,7 +2,7 @@
 //! keys generated for it, tokens signed with them, and every user-scoped route bound to the token's
 //! subject.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! deletion in one transaction, one outbox event per change, cache invalidation, and the frontend's
 //! first sign-in flow.
 
-mod common;
+use crate::common;
 
 use axum::http::Method;
 use common::TestApp;

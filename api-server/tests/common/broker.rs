@@ -8,9 +8,8 @@
 //! `PATH`. Without it the tests fail: the event tests never pass silently without a broker.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,42 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// Where the tansu binary is, or a clear panic.
-pub fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU_BIN").filter(|path| !path.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "TANSU_BIN={} does not exist: the event tests need a tansu broker binary",
-            path.display()
-        );
-        return path;
-    }
-    let tools = Path::new("/var/tmp/plamatio-tools/bin/tansu");
-    if tools.is_file() {
-        return tools.to_path_buf();
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for directory in std::env::split_paths(&paths) {
-            let candidate = directory.join("tansu");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "no tansu broker binary found (set TANSU_BIN, or install it at \
-         /var/tmp/plamatio-tools/bin/tansu or on PATH): the event tests need a real \
-         Kafka-protocol broker and never skip"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free local port")
-}
+use plamatio_testkit::{free_port, spawn_tansu};
 
 /// One tansu broker process with in-memory storage.
 pub struct Broker {
@@ -65,7 +29,6 @@ pub struct Broker {
     port: u16,
     /// The port tansu advertises (the gate's, when there is one).
     advertised: u16,
-    binary: PathBuf,
     log: PathBuf,
     child: Option<Child>,
     gate: Option<Gate>,
@@ -103,7 +66,6 @@ impl Broker {
         let mut broker = Broker {
             port,
             advertised,
-            binary: tansu_binary(),
             log,
             child: None,
             gate: None,
@@ -138,10 +100,6 @@ impl Broker {
         format!("127.0.0.1:{}", self.advertised)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Kafka settings for this broker (defaults otherwise, no topic prefix).
     pub fn kafka(&self) -> KafkaConfig {
         KafkaConfig::for_bootstrap(&self.bootstrap())
@@ -152,44 +110,20 @@ impl Broker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         // The port may still be held for a moment after a stop: retry a few times.
         for attempt in 0..5 {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .expect("broker log file");
-            let child = Command::new(&self.binary)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &listener,
-                    "--advertised-listener-url",
-                    &advertised,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ])
-                .env_remove("CLUSTER_ID")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("broker log file"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|error| {
-                    panic!("cannot start tansu ({}): {error}", self.binary.display())
-                });
-            self.child = Some(child);
-            if self.wait_until_accepting(Duration::from_secs(10)).await {
+            let (port, advertised, log) = (self.port, self.advertised, self.log.clone());
+            let child = tokio::task::spawn_blocking(move || {
+                spawn_tansu(port, advertised, &log, Duration::from_secs(10))
+            })
+            .await
+            .expect("tansu start task");
+            if let Some(child) = child {
+                self.child = Some(child);
                 return;
             }
-            self.stop();
             backoff_sleep(attempt).await;
         }
         panic!(
@@ -197,25 +131,6 @@ impl Broker {
             self.port,
             self.log()
         );
-    }
-
-    /// True once the port accepts; false if the process exited or the time ran out.
-    async fn wait_until_accepting(&mut self, limit: Duration) -> bool {
-        let address: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                self.child = None;
-                return false;
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        false
     }
 
     /// Kills the broker (everything it stored is lost: memory storage).

@@ -1,6 +1,5 @@
 //! Test harness: every test gets its own freshly migrated PostgreSQL database (so tests run in
 //! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
-#![allow(dead_code)]
 
 pub mod broker;
 
@@ -16,19 +15,10 @@ use plamatio_api::config::ServeConfig;
 use plamatio_api::metrics::Metrics;
 use plamatio_api::{AppState, cli, db};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tower::ServiceExt;
 
-/// The PostgreSQL server tests use (without a database name).
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// The Redis server tests use.
-pub fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+pub use plamatio_testkit::{database_server_url as server_url, free_port, redis_url, wait_until};
 
 pub enum CacheKind {
     Memory,
@@ -72,18 +62,8 @@ impl TestResponse {
 }
 
 async fn create_empty_database() -> (String, PgPool) {
-    let server = server_url();
-    let name = format!("plamatio_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|error| {
-            panic!("PostgreSQL is required for the tests and is not reachable at {server}: {error}")
-        });
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
-    let url = format!("{server}/{name}");
+    let (name, url) =
+        plamatio_testkit::create_scratch_database(&server_url(), "plamatio_test").await;
     let pool = db::pool_options(&url)
         .max_connections(12)
         .acquire_timeout(Duration::from_secs(10))
@@ -120,26 +100,9 @@ impl Drop for EmptyDatabase {
     }
 }
 
-/// Drops a test database from a separate thread with its own runtime: `Drop` cannot await.
+/// Drops a test database (works from `Drop`).
 pub fn drop_database(name: String) {
-    let server = server_url();
-    let dropper = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        if let Ok(runtime) = runtime {
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&format!("{server}/postgres")).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        }
-    });
-    let _ = dropper.join();
+    plamatio_testkit::drop_scratch_database(server_url(), name);
 }
 
 impl TestApp {

@@ -16,6 +16,7 @@ mod orders;
 mod production_edge;
 mod products;
 mod reliability;
+mod scale;
 mod user_auth;
 mod users;
 

@@ -580,7 +580,9 @@ impl Generator {
             let traceparent = Some(self.traceparent());
             let ids = with_client_traceparent(traceparent, async {
                 let mut tx = pool.begin().await?;
-                let ids = outbox::append(&mut tx, &events).await?;
+                let ids = outbox::append(&mut tx, &events)
+                    .await
+                    .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(ids)
             })

@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use crate::auth::{self, ApiKeys, Scope};
 use crate::cache::Cache;
 use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
+use crate::events::ingest::IngestQuota;
 use crate::events::relay::{self, Relay, RelaySettings};
 use crate::identity::UserTokens;
 use crate::metrics::Metrics;
@@ -144,9 +145,14 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         let tokens = tokens.clone();
         tokio::spawn(async move { tokens.refresh().await });
     }
+    let ingest_quota = IngestQuota::new(
+        config.user_events_per_minute,
+        config.user_events_kib_per_minute,
+    );
     Ok(AppState::new(pool, cache, keys, metrics)
         .with_rate_limits(limits)
-        .with_user_tokens(user_tokens))
+        .with_user_tokens(user_tokens)
+        .with_event_limits(config.stream_limits(), ingest_quota))
 }
 
 /// Every minute: forget idle rate-limit buckets; every hour: prune expired idempotency records.
@@ -159,6 +165,9 @@ async fn housekeeping(state: AppState, mut shutdown: watch::Receiver<bool>) {
         }
         if let Some(limits) = &state.rate_limits {
             limits.forget_idle();
+        }
+        if let Some(quota) = &state.ingest_quota {
+            quota.forget_idle();
         }
         if minutes.is_multiple_of(60) {
             match idempotency::prune(&state.pool).await {

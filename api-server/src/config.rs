@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::Scope;
 use crate::events::kafka::KafkaConfig;
+use crate::events::stream::StreamLimits;
 use crate::identity::UserAuthConfig;
 
 #[derive(Debug, Parser)]
@@ -188,6 +189,37 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_OUTBOX_RETENTION_HOURS", default_value_t = 168)]
     pub outbox_retention_hours: u64,
 
+    /// Open live event streams (`GET /events/stream/...`) of one user, per process.
+    #[arg(long, env = "PLAMATIO_SSE_MAX_STREAMS_PER_USER", default_value_t = 5)]
+    pub sse_max_streams_per_user: usize,
+
+    /// Open live event streams of one API key, per process (the storefront key is shared by
+    /// every shopper, so this bounds the shop's streams on one replica).
+    #[arg(long, env = "PLAMATIO_SSE_MAX_STREAMS_PER_KEY", default_value_t = 5000)]
+    pub sse_max_streams_per_key: usize,
+
+    /// Longest life of one live event stream, in seconds (browsers reconnect and resume); a
+    /// stream also ends when the user token it was opened with expires.
+    #[arg(
+        long,
+        env = "PLAMATIO_SSE_MAX_LIFETIME_SECONDS",
+        default_value_t = 3600
+    )]
+    pub sse_max_lifetime_seconds: u64,
+
+    /// Analytics events (`POST /events/user`) per minute per user and per client IP; 0 disables
+    /// the quota.
+    #[arg(long, env = "PLAMATIO_USER_EVENTS_PER_MINUTE", default_value_t = 600)]
+    pub user_events_per_minute: u32,
+
+    /// KiB of analytics events per minute per user and per client IP; 0 disables the quota.
+    #[arg(
+        long,
+        env = "PLAMATIO_USER_EVENTS_KIB_PER_MINUTE",
+        default_value_t = 1024
+    )]
+    pub user_events_kib_per_minute: u32,
+
     /// Request metrics and OpenTelemetry spans (turn off only to measure their cost).
     #[arg(long, env = "PLAMATIO_OBSERVABILITY", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub observability: bool,
@@ -217,5 +249,14 @@ impl ServeConfig {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The bounds of live event streams.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            per_user: self.sse_max_streams_per_user.max(1),
+            per_key: self.sse_max_streams_per_key.max(1),
+            max_lifetime: Duration::from_secs(self.sse_max_lifetime_seconds.max(1)),
+        }
     }
 }

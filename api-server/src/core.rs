@@ -1,7 +1,14 @@
 //! Public service endpoints: `/core/info`, liveness, readiness and Prometheus metrics.
+//!
+//! `/readyz` and `/metrics` are public and exempt from rate limits, so they must not be able to
+//! take connections from the request pool: readiness is checked at most once a second, on a
+//! connection of its own ([`Readiness`]), and every other caller gets the last answer. A pool
+//! exhausted by slow requests therefore neither delays probes nor makes the instance look down.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, PgPool};
 
 use bytes::Bytes;
 
@@ -77,47 +84,111 @@ async fn healthz() -> Json<HealthResponse> {
     })
 }
 
-/// Readiness: PostgreSQL answers within two seconds. Cache outages degrade, they do not fail.
+/// How long a readiness answer is reused.
+const READINESS_FRESH_FOR: Duration = Duration::from_secs(1);
+/// Timeout of one readiness check (connecting included).
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The cached PostgreSQL readiness of the process.
+#[derive(Default)]
+pub struct Readiness {
+    /// The last answer and when it was found.
+    last: Mutex<Option<(Instant, bool)>>,
+    /// The probe's own connection; held while a check runs, so checks never overlap.
+    connection: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl Readiness {
+    fn fresh(&self) -> Option<bool> {
+        let last = *self.last.lock().ok()?;
+        last.filter(|(at, _)| at.elapsed() < READINESS_FRESH_FOR)
+            .map(|(_, ready)| ready)
+    }
+
+    fn last_answer(&self) -> Option<bool> {
+        let last = *self.last.lock().ok()?;
+        last.map(|(_, ready)| ready)
+    }
+
+    /// Whether PostgreSQL answers: a fresh cached answer, the previous answer while another
+    /// caller checks, or a new check on the probe's own connection (never the request pool's).
+    pub async fn check(&self, pool: &PgPool) -> bool {
+        if pool.is_closed() {
+            return false;
+        }
+        if let Some(ready) = self.fresh() {
+            return ready;
+        }
+        let mut connection = match self.connection.try_lock() {
+            Ok(connection) => connection,
+            Err(_) => match self.last_answer() {
+                Some(ready) => return ready,
+                None => self.connection.lock().await,
+            },
+        };
+        if let Some(ready) = self.fresh() {
+            return ready;
+        }
+        let options = pool.connect_options();
+        let outcome = tokio::time::timeout(READINESS_TIMEOUT, async {
+            if connection.is_none() {
+                *connection = Some(PgConnection::connect_with(&options).await?);
+            }
+            match connection.as_mut() {
+                Some(open) => sqlx::query_scalar::<_, i32>("SELECT 1")
+                    .fetch_one(open)
+                    .await
+                    .map(|_| ()),
+                None => Err(sqlx::Error::PoolClosed),
+            }
+        })
+        .await;
+        let ready = match outcome {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness check failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness check timed out");
+                false
+            }
+        };
+        if !ready {
+            // Reconnect next time: the connection may be the broken part.
+            *connection = None;
+        }
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((Instant::now(), ready));
+        }
+        ready
+    }
+}
+
+/// Readiness: PostgreSQL answers within two seconds (checked at most once a second, on a
+/// connection of its own). Cache outages degrade, they do not fail.
 #[utoipa::path(get, path = "/readyz", tag = "core",
     responses(
         (status = 200, description = "Ready to serve", body = HealthResponse),
         (status = 503, description = "PostgreSQL unreachable", body = HealthResponse)
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let check = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
     let cache = Some(state.cache.backend_name());
-    match check {
-        Ok(Ok(_)) => Json(HealthResponse {
+    if state.readiness.check(&state.pool).await {
+        Json(HealthResponse {
             status: "ok",
             cache,
         })
-        .into_response(),
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(HealthResponse {
-                    status: "unavailable",
-                    cache,
-                }),
-            )
-                .into_response()
-        }
-        Err(_) => {
-            tracing::warn!("readiness check timed out");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(HealthResponse {
-                    status: "unavailable",
-                    cache,
-                }),
-            )
-                .into_response()
-        }
+        .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthResponse {
+                status: "unavailable",
+                cache,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -126,12 +197,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.metrics.observe_pool(&state.pool);
-    let ready = tokio::time::timeout(
-        Duration::from_secs(1),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await
-    .is_ok_and(|answer| answer.is_ok());
+    let ready = state.readiness.check(&state.pool).await;
     state.metrics.ready.set(i64::from(ready));
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok((

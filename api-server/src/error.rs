@@ -35,6 +35,12 @@ pub enum ApiError {
     /// The request is well-formed but conflicts with an earlier one (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// A per-caller bound of a resource is reached (429, with `Retry-After`).
+    #[error("{message}")]
+    ResourceExhausted {
+        message: String,
+        retry_after_seconds: u64,
+    },
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -98,6 +104,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,6 +121,7 @@ impl ApiError {
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::FailedPrecondition(_) => "failed_precondition",
             ApiError::Aborted(_) => "aborted",
+            ApiError::ResourceExhausted { .. } => "resource_exhausted",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::Unavailable(_) => "unavailable",
@@ -168,6 +176,15 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::ResourceExhausted {
+            retry_after_seconds,
+            ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
         }
         response
     }
@@ -243,6 +260,21 @@ impl From<sqlx::Error> for ApiError {
                 }
             }
             _ => ApiError::Internal(error.into()),
+        }
+    }
+}
+
+impl From<crate::events::outbox::AppendError> for ApiError {
+    fn from(error: crate::events::outbox::AppendError) -> Self {
+        use crate::events::outbox::AppendError;
+        match error {
+            AppendError::Database(error) => ApiError::from(error),
+            // The field limits keep every API event far below the payload limit; a request that
+            // still produces a larger one carries too much data, and nothing was written.
+            AppendError::PayloadTooLarge { limit, .. } => ApiError::invalid_with(
+                "the change is too large to publish as one event",
+                serde_json::json!({ "max_event_bytes": limit }),
+            ),
         }
     }
 }

@@ -266,6 +266,11 @@ impl Shopper {
     pub fn is_bound(&self) -> bool {
         self.bound_to.is_some()
     }
+
+    /// The user the caller is bound to, if any.
+    pub fn bound_user(&self) -> Option<&str> {
+        self.bound_to.as_deref()
+    }
 }
 
 impl<S> FromRequestParts<S> for Shopper

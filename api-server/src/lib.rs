@@ -21,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -32,9 +33,11 @@ pub mod telemetry;
 pub mod users;
 pub mod web;
 
+use crate::core::Readiness;
 use auth::ApiKeys;
 use cache::Cache;
-use events::stream::StreamHub;
+use events::ingest::IngestQuota;
+use events::stream::{StreamHub, StreamLimits};
 use identity::UserTokens;
 use metrics::Metrics;
 use middleware::EdgeConfig;
@@ -58,6 +61,10 @@ pub struct Shared {
     pub rate_limits: Option<Arc<RateLimits>>,
     /// `None` when end-user tokens are not verified (`PLAMATIO_USER_AUTH=off`).
     pub user_tokens: Option<Arc<UserTokens>>,
+    /// The per-user/IP budget of `POST /events/user`; `None` without a quota.
+    pub ingest_quota: Option<Arc<IngestQuota>>,
+    /// PostgreSQL readiness, checked at most once a second on a connection of its own.
+    pub readiness: Arc<Readiness>,
 }
 
 impl std::ops::Deref for AppState {
@@ -81,7 +88,21 @@ impl AppState {
             hub,
             rate_limits: None,
             user_tokens: None,
+            ingest_quota: None,
+            readiness: Arc::new(Readiness::default()),
         }))
+    }
+
+    /// Sets the bounds of live streams and the analytics quota.
+    pub fn with_event_limits(
+        mut self,
+        streams: StreamLimits,
+        ingest_quota: Option<IngestQuota>,
+    ) -> AppState {
+        let shared = Arc::make_mut(&mut self.0);
+        shared.hub = shared.hub.with_limits(streams);
+        shared.ingest_quota = ingest_quota.map(Arc::new);
+        self
     }
 
     /// Enables end-user token verification.

@@ -44,6 +44,15 @@ pub struct MetricFamilies {
     pub outbox_published: IntCounter,
     /// Relay rounds that failed (broker or database errors).
     pub outbox_publish_errors: IntCounter,
+    /// Outbox rows the broker refused for good, moved to `outbox_dead_letter`.
+    pub outbox_dead_lettered: IntCounter,
+    /// Orders whose provider amount (cents) differs from the server's item total.
+    pub order_total_mismatches: IntCounter,
+    /// Live event streams refused or ended by a bound, by reason (`user_cap`, `key_cap`,
+    /// `lifetime`, `token_expired`).
+    pub sse_streams_limited: IntCounterVec,
+    /// Analytics requests refused by the per-user/IP quota.
+    pub user_events_throttled: IntCounter,
     /// Seconds from a row's transaction to the broker's acknowledgement.
     pub outbox_publish_latency: Histogram,
     /// Open live event streams.
@@ -159,6 +168,37 @@ impl Metrics {
             outbox_publish_errors: register(
                 r,
                 IntCounter::new("outbox_publish_errors_total", "Failed relay rounds")?,
+            )?,
+            outbox_dead_lettered: register(
+                r,
+                IntCounter::new(
+                    "outbox_dead_lettered_total",
+                    "Outbox rows the broker refused for good (moved to outbox_dead_letter)",
+                )?,
+            )?,
+            order_total_mismatches: register(
+                r,
+                IntCounter::new(
+                    "orders_total_mismatch_total",
+                    "Orders created with a provider amount that differs from the server's item total",
+                )?,
+            )?,
+            sse_streams_limited: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sse_streams_limited_total",
+                        "Live event streams refused or ended by a bound, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            user_events_throttled: register(
+                r,
+                IntCounter::new(
+                    "user_events_throttled_total",
+                    "POST /events/user requests refused by the per-user/IP quota",
+                )?,
             )?,
             outbox_publish_latency: register(
                 r,

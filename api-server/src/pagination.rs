@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Query};
@@ -139,6 +140,49 @@ where
         return Ok(JsonBytes(body).into_response());
     }
     uncached(query, load).await
+}
+
+/// Like [`list`], for the list of one owner named in the path (a user's cart, an order's items, a
+/// category's products): an empty list is cached only when the owner exists, so path ids that
+/// name nothing — a scan of random ids — never create cache entries; they are answered with an
+/// empty list from the database.
+pub async fn list_of_owner<T, A, F, Fut, E, EFut>(
+    cache: &Cache,
+    key: &CacheKey,
+    query: &PageQuery,
+    owner_exists: E,
+    load: F,
+) -> ApiResult<Response>
+where
+    T: Serialize + Keyed,
+    A: FromStr,
+    F: FnOnce(Page<A>) -> Fut,
+    Fut: Future<Output = ApiResult<Vec<T>>>,
+    E: FnOnce() -> EFut,
+    EFut: Future<Output = ApiResult<bool>>,
+{
+    if query.requested() {
+        return uncached(query, load).await;
+    }
+    let unknown_owner = AtomicBool::new(false);
+    let loaded = cache
+        .get_or_load(key, || async {
+            let rows = load(Page::all()).await?;
+            if rows.is_empty() && !owner_exists().await? {
+                // An error is the one outcome `get_or_load` never stores.
+                unknown_owner.store(true, Ordering::Relaxed);
+                return Err(ApiError::not_found("unknown owner"));
+            }
+            Ok(DataList::new(rows))
+        })
+        .await;
+    match loaded {
+        Ok(body) => Ok(JsonBytes(body).into_response()),
+        Err(_) if unknown_owner.load(Ordering::Relaxed) => {
+            Ok(Json(DataList::<T>::new(Vec::new())).into_response())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Answers a list endpoint straight from the database: the page asked for, or the whole list.

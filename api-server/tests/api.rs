@@ -5,6 +5,7 @@
 
 mod common;
 
+mod abuse;
 mod binary;
 mod cache;
 mod cart;

@@ -113,6 +113,25 @@ async fn add_item(app: &TestApp, order_id: i64, product_id: i64, quantity: i64) 
     response.body
 }
 
+/// Σ quantity × catalog price of an order's items, as PostgreSQL computes it now.
+async fn items_total_of(app: &TestApp, order_id: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(i.quantity::bigint * p.price), 0)::bigint FROM order_items i \
+         JOIN products p ON p.id = i.product_id WHERE i.order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// The order as created, with the server's item total after later item changes.
+async fn with_current_items_total(app: &TestApp, order: &Value) -> Value {
+    let mut order = order.clone();
+    order["items_total"] = json!(items_total_of(app, id_of(&order)).await);
+    order
+}
+
 fn id_of(value: &Value) -> i64 {
     value["id"]
         .as_i64()
@@ -168,13 +187,15 @@ async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
 
 // The database's truth, serialized independently of the API (PostgreSQL formats `created_at`).
 
-type OrderRow = (i64, String, i64, f64, String, String);
+type OrderRow = (i64, String, i64, f64, String, String, i64);
 type ItemRow = (i64, i64, i64, i32);
 
-fn order_json((id, user_id, address_id, total_price, created_at, status): OrderRow) -> Value {
+fn order_json(
+    (id, user_id, address_id, total_price, created_at, status, items_total): OrderRow,
+) -> Value {
     json!({
         "id": id, "user_id": user_id, "address_id": address_id, "total_price": total_price,
-        "created_at": created_at, "status": status
+        "created_at": created_at, "status": status, "items_total": items_total
     })
 }
 
@@ -185,8 +206,8 @@ fn item_json((id, order_id, product_id, quantity): ItemRow) -> Value {
 async fn db_order(app: &TestApp, id: i64) -> Option<Value> {
     let row: Option<OrderRow> = sqlx::query_as(
         "SELECT id, user_id, address_id, total_price, \
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status \
-         FROM orders WHERE id = $1",
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, \
+         items_total FROM orders WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&app.pool)
@@ -198,8 +219,8 @@ async fn db_order(app: &TestApp, id: i64) -> Option<Value> {
 async fn db_orders_of(app: &TestApp, user_id: &str) -> Vec<Value> {
     let rows: Vec<OrderRow> = sqlx::query_as(
         "SELECT id, user_id, address_id, total_price, \
-         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status \
-         FROM orders WHERE user_id = $1 ORDER BY id",
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), status, \
+         items_total FROM orders WHERE user_id = $1 ORDER BY id",
     )
     .bind(user_id)
     .fetch_all(&app.pool)
@@ -352,7 +373,7 @@ async fn add_order_returns_the_order_with_exact_snake_case_fields() {
         response.body,
         json!({
             "id": 1, "user_id": "user_a", "address_id": fixture.a, "total_price": 45.5,
-            "created_at": response.body["created_at"], "status": "pending"
+            "created_at": response.body["created_at"], "status": "pending", "items_total": 0
         })
     );
     assert!(response.body["total_price"].is_f64());
@@ -407,14 +428,12 @@ async fn update_order_changes_address_total_and_status_and_answers_with_the_id()
     let id = id_of(&created);
     let mut body = order_body("user_a", fixture.a2, 12.75, "succeeded");
     body["id"] = json!(id);
-    let response = app
-        .storefront(Method::PUT, "/orders/update", Some(&body))
-        .await;
+    let response = app.admin(Method::PUT, "/orders/update", Some(&body)).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.body, json!({"id": id}));
     let expected = json!({
         "id": id, "user_id": "user_a", "address_id": fixture.a2, "total_price": 12.75,
-        "created_at": created["created_at"], "status": "succeeded"
+        "created_at": created["created_at"], "status": "succeeded", "items_total": 0
     });
     assert_eq!(app.get(&format!("/orders/get/{id}")).await.body, expected);
     assert_eq!(db_order(&app, id).await, Some(expected));
@@ -614,10 +633,10 @@ async fn delete_order_item_answers_with_the_id_and_removes_only_that_item() {
         app.get(&format!("/orders/items/all/{order_id}")).await.body,
         json!({"data": [created["items"][1]]})
     );
-    // the order itself stays
+    // the order itself stays (with the server's item total of what is left)
     assert_eq!(
         app.get(&format!("/orders/get/{order_id}")).await.body,
-        created["order"]
+        with_current_items_total(&app, &created["order"]).await
     );
     app.storefront(
         Method::DELETE,
@@ -641,7 +660,7 @@ async fn detailed_get_returns_the_order_with_its_items_by_id() {
     assert_eq!(
         response.body,
         json!({
-            "order": created["order"],
+            "order": with_current_items_total(&app, &created["order"]).await,
             "items": [created["items"][0], created["items"][1], later]
         })
     );
@@ -674,7 +693,8 @@ async fn detailed_add_returns_the_order_and_its_items_in_request_order() {
         json!({
             "order": {
                 "id": order_id, "user_id": "user_a", "address_id": fixture.a,
-                "total_price": 140.5, "created_at": order["created_at"], "status": "pending"
+                "total_price": 140.5, "created_at": order["created_at"], "status": "pending",
+                "items_total": items_total_of(&app, order_id).await
             },
             "items": [
                 {"id": 1, "order_id": order_id, "product_id": 25, "quantity": 1},
@@ -734,7 +754,8 @@ async fn detailed_all_returns_each_order_with_exactly_its_own_items_by_id() {
     assert_eq!(
         response.body,
         json!({"data": [
-            {"order": first["order"], "items": [first["items"][0], first["items"][1], late]},
+            {"order": with_current_items_total(&app, &first["order"]).await,
+             "items": [first["items"][0], first["items"][1], late]},
             {"order": second, "items": []},
             {"order": third["order"], "items": [third["items"][0]]}
         ]})
@@ -799,9 +820,7 @@ async fn update_never_changes_created_at() {
                "status": "delivered", "created_at": null}),
     ];
     for body in bodies {
-        let response = app
-            .storefront(Method::PUT, "/orders/update", Some(&body))
-            .await;
+        let response = app.admin(Method::PUT, "/orders/update", Some(&body)).await;
         assert_eq!(response.status, 200, "{}", response.body);
         let read = app.get(&format!("/orders/get/{id}")).await;
         assert_eq!(read.body["status"], body["status"]);
@@ -1559,7 +1578,7 @@ async fn every_order_mutation_writes_one_orders_updates_event() {
     let mut body = order_body("user_a", fixture.a2, 80.0, "succeeded");
     body["id"] = json!(order_id);
     assert_eq!(
-        app.storefront(Method::PUT, "/orders/update", Some(&body))
+        app.admin(Method::PUT, "/orders/update", Some(&body))
             .await
             .status,
         200
@@ -1775,7 +1794,7 @@ async fn cached_reads_see_an_order_update() {
     let mut body = order_body("user_a", fixture.a2, 300.25, "succeeded");
     body["id"] = json!(order_id);
     assert_eq!(
-        app.storefront(Method::PUT, "/orders/update", Some(&body))
+        app.admin(Method::PUT, "/orders/update", Some(&body))
             .await
             .status,
         200

@@ -231,7 +231,8 @@ fn operations(user: &str, own: i64) -> Vec<(Method, String, Option<Value>)> {
             Method::PUT,
             "/orders/update".into(),
             Some(
-                json!({"id": own, "user_id": user, "address_id": address, "total_price": 6.5, "status": "succeeded"}),
+                // A storefront caller may only cancel (the seeded totals: 10.5 for user_a, 20.5 for user_b).
+                json!({"id": own, "user_id": user, "address_id": address, "total_price": if own == 1 { 10.5 } else { 20.5 }, "status": "cancelled"}),
             ),
         ),
         (Method::GET, format!("/orders/items/get/{own}"), None),

@@ -14,6 +14,20 @@ pub async fn item(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<CartI
         .await
 }
 
+/// The number of cart rows of each of the users (users without rows are absent).
+#[tracing::instrument(name = "db.cart.row_counts", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn row_counts(
+    connection: &mut PgConnection,
+    user_ids: &[&str],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, count(*) FROM cart_items WHERE user_id = ANY($1) GROUP BY user_id",
+    )
+    .bind(user_ids)
+    .fetch_all(connection)
+    .await
+}
+
 #[tracing::instrument(name = "db.cart.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn items_of(

@@ -5,7 +5,7 @@
 pub mod db;
 pub mod model;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
 use crate::identity::Shopper;
+use crate::limits;
 use crate::pagination::{self, PageQuery};
 use crate::products;
 use crate::users;
@@ -123,27 +124,55 @@ async fn get_cart_item(
 #[utoipa::path(get, path = "/cart/all/{user_id}", tag = "cart",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<CartItem>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = DataList<CartItem>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)
+    ))]
 async fn cart_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || cart_not_found(&user_id))?;
     let state = &state;
-    pagination::list(
+    let user_id = user_id.as_str();
+    pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_cart(&user_id),
+        &cache_keys::user_cart(user_id),
         &page,
-        |page| async move { Ok(db::items_of(&state.pool, &user_id, &page).await?) },
+        || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) },
+        |page| async move { Ok(db::items_of(&state.pool, user_id, &page).await?) },
     )
     .await
+}
+
+/// `cart is full, at most 200 items` when the rows would take a user's cart past
+/// [`limits::MAX_CART_ROWS`]. Locks the owners' user rows, so concurrent adds cannot overshoot.
+async fn check_cart_room(tx: &mut sqlx::PgConnection, items: &[ValidCartItem]) -> ApiResult<()> {
+    let mut adding: HashMap<&str, i64> = HashMap::new();
+    for item in items {
+        *adding.entry(item.user_id.as_str()).or_default() += 1;
+    }
+    let owners: Vec<&str> = adding.keys().copied().collect();
+    users::db::lock_users(tx, &owners).await?;
+    let stored: HashMap<String, i64> = db::row_counts(tx, &owners).await?.into_iter().collect();
+    for (user_id, count) in adding {
+        if stored.get(user_id).copied().unwrap_or(0) + count > limits::MAX_CART_ROWS {
+            return Err(ApiError::invalid(format!(
+                "cart is full, at most {} items",
+                limits::MAX_CART_ROWS
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Insert validated rows with their events in one transaction, then invalidate.
 async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Vec<CartItem>> {
     let mut tx = state.pool.begin().await?;
+    check_cart_room(&mut tx, items).await?;
     let inserted = db::insert_many(&mut tx, items).await?;
     let events: Vec<OutboxEvent> = inserted
         .iter()

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use crate::pagination::Keyed;
 
 use crate::error::ApiError;
+use crate::limits::{self, check_length};
 
 /// Largest quantity of one cart row.
 pub const MAX_QUANTITY: i64 = 1000;
@@ -30,7 +31,7 @@ pub struct CartItemRequest {
     pub product_id: Option<i64>,
     #[schema(required = true, value_type = i32, minimum = 1, maximum = 1000)]
     pub quantity: Option<i64>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 128)]
     pub user_id: Option<String>,
 }
 
@@ -71,6 +72,7 @@ impl CartItemRequest {
             Some(user_id) if !user_id.trim().is_empty() => user_id.clone(),
             _ => return Err(ApiError::invalid("invalid user ID")),
         };
+        check_length(&user_id, "user_id", limits::MAX_USER_ID_CHARS)?;
         let quantity = i32::try_from(quantity)
             .ok()
             .filter(|&q| i64::from(q) <= MAX_QUANTITY)

@@ -155,10 +155,11 @@ async fn sub_categories_of_category(
     page: PageQuery,
 ) -> ApiResult<Response> {
     let state = &state;
-    pagination::list(
+    pagination::list_of_owner(
         &state.cache,
         &cache_keys::sub_categories_of(category_id),
         &page,
+        || async move { Ok(db::category_exists(&state.pool, category_id).await?) },
         |page| async move { Ok(db::sub_categories_of(&state.pool, category_id, &page).await?) },
     )
     .await

@@ -1,8 +1,18 @@
 //! `POST /events/user`: the storefront's analytics events (`user_events`), one or a batch of up to
 //! 500, validated and written to the outbox in one transaction, so an accepted event is never lost;
 //! when the database cannot take them the client gets 503 and may retry.
+//!
+//! Each caller has a quota of events and of bytes per minute ([`IngestQuota`]): per verified user
+//! (token `sub`) and per client IP, both of which must have room; past it the request is 429 with
+//! `Retry-After` and nothing is stored.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use chrono::DateTime;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use serde_json::{Map, Value};
 
 use super::outbox::{self, OutboxEvent, Topic};
@@ -22,12 +32,68 @@ fn required_string<'a>(event: &'a Map<String, Value>, field: &str) -> Result<&'a
     }
 }
 
-/// Checks one event of the frontend's shape; returns its user id.
-fn validate_event(event: &Value) -> Result<String, ApiError> {
+type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// The per-user and per-IP budget of `POST /events/user`: events and KiB per minute.
+pub struct IngestQuota {
+    events: KeyedLimiter,
+    kibibytes: KeyedLimiter,
+    events_per_minute: NonZeroU32,
+    kibibytes_per_minute: NonZeroU32,
+}
+
+impl IngestQuota {
+    /// `None` when either budget is 0 (no quota).
+    pub fn new(events_per_minute: u32, kibibytes_per_minute: u32) -> Option<IngestQuota> {
+        let events_per_minute = NonZeroU32::new(events_per_minute)?;
+        let kibibytes_per_minute = NonZeroU32::new(kibibytes_per_minute)?;
+        Some(IngestQuota {
+            events: RateLimiter::keyed(Quota::per_minute(events_per_minute)),
+            kibibytes: RateLimiter::keyed(Quota::per_minute(kibibytes_per_minute)),
+            events_per_minute,
+            kibibytes_per_minute,
+        })
+    }
+
+    /// Takes `events` events and `bytes` bytes from every subject's budget, or answers how long
+    /// to wait (a request larger than a whole minute's budget waits a minute).
+    pub fn take(&self, subjects: &[String], events: usize, bytes: usize) -> Result<(), Duration> {
+        let full_minute = Duration::from_secs(60);
+        let amount = |n: usize| {
+            NonZeroU32::new(u32::try_from(n.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+        };
+        let events = amount(events);
+        let kibibytes = amount(bytes.div_ceil(1024));
+        if events > self.events_per_minute || kibibytes > self.kibibytes_per_minute {
+            return Err(full_minute);
+        }
+        let now = DefaultClock::default().now();
+        for subject in subjects {
+            for (limiter, amount) in [(&self.events, events), (&self.kibibytes, kibibytes)] {
+                match limiter.check_key_n(subject, amount) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => return Err(not_until.wait_time_from(now)),
+                    Err(_) => return Err(full_minute),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets subjects whose budget is full again (bounds memory).
+    pub fn forget_idle(&self) {
+        self.events.retain_recent();
+        self.kibibytes.retain_recent();
+    }
+}
+
+/// Checks one event of the frontend's shape; returns its user id and serialized size.
+fn validate_event(event: &Value) -> Result<(String, usize), ApiError> {
     let Value::Object(fields) = event else {
         return Err(ApiError::invalid("event must be a JSON object"));
     };
     let user_id = required_string(fields, "user_id")?.to_owned();
+    crate::limits::check_length(&user_id, "user_id", crate::limits::MAX_USER_ID_CHARS)?;
     required_string(fields, "event_type")?;
     required_string(fields, "core_component")?;
     required_string(fields, "client_id")?;
@@ -44,7 +110,8 @@ fn validate_event(event: &Value) -> Result<String, ApiError> {
         None | Some(Value::Null) | Some(Value::Object(_)) => {}
         Some(_) => return Err(ApiError::invalid("metadata must be an object")),
     }
-    if event.to_string().len() > MAX_EVENT_BYTES {
+    let bytes = event.to_string().len();
+    if bytes > MAX_EVENT_BYTES {
         return Err(ApiError::invalid("event larger than 16 KiB"));
     }
     // The outbox keeps the payload as `json` text, which would accept U+0000; every other text in
@@ -54,7 +121,7 @@ fn validate_event(event: &Value) -> Result<String, ApiError> {
             "text values must not contain NUL characters",
         ));
     }
-    Ok(user_id)
+    Ok((user_id, bytes))
 }
 
 /// Whether any key or string inside the value contains U+0000.
@@ -87,10 +154,17 @@ fn events_of(body: &Value) -> Result<(Vec<&Value>, bool), ApiError> {
     }
 }
 
-/// Validates and stores the events; returns how many were accepted.
-pub async fn accept(state: &AppState, shopper: &Shopper, body: &Value) -> ApiResult<usize> {
+/// Validates and stores the events; returns how many were accepted. `client_ip` is the caller's
+/// address for the quota.
+pub async fn accept(
+    state: &AppState,
+    shopper: &Shopper,
+    client_ip: &str,
+    body: &Value,
+) -> ApiResult<usize> {
     let (events, batch) = events_of(body)?;
     let mut outbox_events = Vec::with_capacity(events.len());
+    let mut event_bytes = 0;
     for (index, event) in events.iter().enumerate() {
         let prefix = |error: ApiError| {
             if batch {
@@ -99,7 +173,8 @@ pub async fn accept(state: &AppState, shopper: &Shopper, body: &Value) -> ApiRes
                 error
             }
         };
-        let user_id = validate_event(event).map_err(prefix)?;
+        let (user_id, bytes) = validate_event(event).map_err(prefix)?;
+        event_bytes += bytes;
         // Events may only be posted for the user the session token names (404 as for a row that
         // does not exist).
         shopper.check(&user_id, || {
@@ -112,6 +187,19 @@ pub async fn accept(state: &AppState, shopper: &Shopper, body: &Value) -> ApiRes
             (*event).clone(),
         ));
     }
+    if let Some(quota) = &state.ingest_quota {
+        let mut subjects = vec![format!("ip:{client_ip}")];
+        if let Some(user_id) = shopper.bound_user() {
+            subjects.push(format!("user:{user_id}"));
+        }
+        if let Err(wait) = quota.take(&subjects, outbox_events.len(), event_bytes) {
+            state.metrics.user_events_throttled.inc();
+            return Err(ApiError::ResourceExhausted {
+                message: "too many analytics events, slow down".into(),
+                retry_after_seconds: wait.as_secs().max(1),
+            });
+        }
+    }
     let unavailable = |error: sqlx::Error| match ApiError::from(error) {
         // Whatever kept the database from storing them, the events were not accepted: the client
         // must retry, so answer 503 rather than 500.
@@ -121,7 +209,10 @@ pub async fn accept(state: &AppState, shopper: &Shopper, body: &Value) -> ApiRes
     let mut tx = state.pool.begin().await.map_err(unavailable)?;
     outbox::append(&mut tx, &outbox_events)
         .await
-        .map_err(unavailable)?;
+        .map_err(|error| match error {
+            outbox::AppendError::Database(error) => unavailable(error),
+            too_large => ApiError::from(too_large),
+        })?;
     tx.commit().await.map_err(unavailable)?;
     state
         .metrics
@@ -145,7 +236,7 @@ mod tests {
 
     #[test]
     fn valid_event_passes() {
-        assert_eq!(validate_event(&event()).unwrap(), "user_1");
+        assert_eq!(validate_event(&event()).unwrap().0, "user_1");
     }
 
     #[test]
@@ -178,6 +269,22 @@ mod tests {
             validate_event(&big).unwrap_err().to_string(),
             "event larger than 16 KiB"
         );
+    }
+
+    #[test]
+    fn the_quota_counts_events_and_bytes_per_subject() {
+        let quota = IngestQuota::new(10, 4).unwrap();
+        let one = vec!["ip:1.2.3.4".to_owned()];
+        assert!(quota.take(&one, 6, 100).is_ok());
+        assert!(quota.take(&one, 6, 100).is_err(), "events");
+        let other = vec!["ip:5.6.7.8".to_owned()];
+        assert!(quota.take(&other, 1, 3 * 1024).is_ok());
+        assert!(quota.take(&other, 1, 2 * 1024).is_err(), "bytes");
+        assert!(
+            quota.take(&["ip:9".to_owned()], 11, 1).is_err(),
+            "past a minute's budget"
+        );
+        assert!(IngestQuota::new(0, 4).is_none());
     }
 
     #[test]

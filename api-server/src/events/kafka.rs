@@ -10,7 +10,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::outbox::Topic;
+use super::outbox::{MAX_EVENT_PAYLOAD_BYTES, Topic};
+
+/// The producer's `message.max.bytes` (librdkafka's default, set explicitly): the largest request
+/// it builds, so a message above it is refused before it is sent. Kafka brokers accept
+/// 1,048,588 bytes by default; keep the broker's (and the topics' `max.message.bytes`) at least
+/// this large. The outbox refuses payloads above 256 KiB (about a quarter of it) at write time,
+/// leaving ample room for key, headers and framing.
+pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+const _: () = assert!(MAX_EVENT_PAYLOAD_BYTES * 3 < PRODUCER_MESSAGE_MAX_BYTES);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SecurityProtocol {
@@ -159,6 +168,7 @@ impl KafkaConfig {
             .set("max.in.flight.requests.per.connection", "5")
             .set("compression.type", &self.kafka_compression)
             .set("linger.ms", "5")
+            .set("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES.to_string())
             .set(
                 "message.timeout.ms",
                 self.kafka_message_timeout_ms.to_string(),

@@ -8,9 +8,11 @@ pub mod relay;
 pub mod stream;
 pub mod tail;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap};
 use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
@@ -66,14 +68,24 @@ pub struct Accepted {
     responses(
         (status = 200, body = Accepted), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)
+        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)
     ))]
 async fn post_user_events(
     shopper: Shopper,
     State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Accepted>> {
-    let accepted = ingest::accept(&state, &shopper, &body).await?;
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let client_ip = match &state.rate_limits {
+        Some(limits) => limits.client_ip(peer, &headers),
+        None => peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+    };
+    let accepted = ingest::accept(&state, &shopper, &client_ip, &body).await?;
     Ok(Json(Accepted { accepted }))
 }
 
@@ -86,8 +98,9 @@ async fn post_user_events(
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
+        (status = 200, description = "A `text/event-stream` that ends after the maximum stream lifetime or when the user token expires (reconnect with `Last-Event-ID`)", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)
     ))]
 async fn stream_user_events(
     shopper: Shopper,
@@ -95,17 +108,32 @@ async fn stream_user_events(
     PathParams(user_id): PathParams<String>,
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
+    crate::limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || {
         ApiError::not_found(format!("user {user_id} not found"))
     })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());
+    // A bound caller's token was verified by the `Shopper` extractor; the stream must not outlive it.
+    let token_expires_at = if shopper.is_bound() {
+        headers
+            .get(crate::identity::USER_TOKEN_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(stream::verified_token_expiry)
+    } else {
+        None
+    };
+    let opener = stream::StreamOpener {
+        key_id: shopper.caller.key_id.clone(),
+        token_expires_at,
+    };
     stream::open(
         state.pool.clone(),
         &state.hub,
         state.metrics.clone(),
         user_id,
+        opener,
         last_event_id,
     )
     .await

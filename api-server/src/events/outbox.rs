@@ -1,10 +1,30 @@
 //! The outbox writer: a mutation appends its event row inside its own transaction, so an event
 //! exists exactly when the change committed. Payload shapes follow `shared/spec/events.md`.
+//!
+//! A payload larger than [`MAX_EVENT_PAYLOAD_BYTES`] is refused here, before anything is written:
+//! such an event could never be published, and its transaction is rolled back instead of leaving a
+//! poison row in the queue.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+pub use crate::limits::MAX_EVENT_PAYLOAD_BYTES;
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The serialized payload is larger than [`MAX_EVENT_PAYLOAD_BYTES`].
+    #[error("{event_type} event of {bytes} bytes is larger than the {limit}-byte limit")]
+    PayloadTooLarge {
+        event_type: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+}
 
 /// The Kafka topic (without the configurable prefix) an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,12 +129,13 @@ impl OutboxEvent {
 }
 
 /// Appends events to the outbox in one statement, on the given connection (which must be inside
-/// the mutation's transaction). Returns the event ids, in order.
+/// the mutation's transaction). Returns the event ids, in order. Nothing is written when one
+/// payload is larger than [`MAX_EVENT_PAYLOAD_BYTES`].
 #[tracing::instrument(name = "db.events.append", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn append(
     connection: &mut PgConnection,
     events: &[OutboxEvent],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<Uuid>, AppendError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -132,6 +153,22 @@ pub async fn append(
         .zip(&ids)
         .map(|(event, id)| event.payload(*id, now).to_string())
         .collect();
+    if let Some((event, payload)) = events
+        .iter()
+        .zip(&payloads)
+        .find(|(_, payload)| payload.len() > MAX_EVENT_PAYLOAD_BYTES)
+    {
+        tracing::warn!(
+            event_type = event.event_type,
+            bytes = payload.len(),
+            "refusing an event larger than the outbox payload limit"
+        );
+        return Err(AppendError::PayloadTooLarge {
+            event_type: event.event_type,
+            bytes: payload.len(),
+            limit: MAX_EVENT_PAYLOAD_BYTES,
+        });
+    }
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, event_key, event_type, payload, traceparent) \
          SELECT event_id, topic, event_key, event_type, payload::json, traceparent \

@@ -11,6 +11,16 @@
 //! of its key, stays pending and is retried with exponential backoff. Idle relays sleep until a
 //! `NOTIFY` or the poll interval; notifications that arrived before a round starts are folded into
 //! it.
+//!
+//! Poison rows never block anyone. A row the producer or the broker refuses for a reason no retry
+//! can fix (too large, invalid topic or record: [`is_permanent`]) moves to `outbox_dead_letter`
+//! with its error in the same transaction (`outbox_dead_lettered_total`, alert
+//! `PlamatioOutboxDeadLetters`), and the later rows of its key go on. When the broker acknowledged
+//! part of a round but refused some keys' rows for a reason that may pass (e.g. a topic it does
+//! not know yet), those keys are set aside with their own backoff: until it expires the claim
+//! skips every row of theirs (so their order is kept) and takes other keys' rows instead, so a
+//! claim never fills with rows that cannot go out. With nothing set aside the claim is the same
+//! single query as before (the hot path is unchanged).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -34,6 +44,30 @@ const RENEW_AFTER_FAILURES: u32 = 3;
 
 /// The advisory lock that elects the working relay.
 const RELAY_LOCK: i64 = 0x706c_616d_6174_696f; // "plamatio"
+
+/// Most keys set aside at once; past it, failing keys are retried with the whole round.
+const MAX_SET_ASIDE_KEYS: usize = 1000;
+
+/// Whether the producer or the broker refused a message for a reason no retry can fix.
+pub fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::UnsupportedForMessageFormat
+        )
+    )
+}
+
+/// A key whose rows the claim skips until `retry_at`.
+#[derive(Debug, Clone, Copy)]
+struct SetAside {
+    retry_at: Instant,
+    failures: u32,
+}
 
 /// Tuning of the relay.
 #[derive(Debug, Clone)]
@@ -81,6 +115,9 @@ pub enum RelayError {
         first_error: String,
         /// The broker no longer accepts this producer's session (fenced, unknown producer id, …).
         producer_rejected: bool,
+        /// Rows of the round that were published or dead-lettered: more than 0 means the broker
+        /// works and only the failed keys are in trouble (they are set aside).
+        handled: usize,
     },
 }
 
@@ -89,7 +126,8 @@ pub enum RelayError {
 pub enum Round {
     /// Another replica holds the relay lock.
     NotLeader,
-    /// Published this many rows (0 when nothing was pending).
+    /// Took this many rows off the queue (0 when nothing was pending): published, or moved to
+    /// the dead-letter table.
     Published(usize),
 }
 
@@ -99,6 +137,8 @@ pub struct Relay {
     settings: RelaySettings,
     metrics: Metrics,
     producer: FutureProducer,
+    /// Keys the claim skips for now (see the module docs).
+    set_aside: std::sync::Mutex<HashMap<String, SetAside>>,
 }
 
 impl Relay {
@@ -115,7 +155,62 @@ impl Relay {
             settings,
             metrics,
             producer,
+            set_aside: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The keys whose backoff has not expired yet, and whether any key is set aside at all
+    /// (expired or not: then the round notes which keys went out, to forgive them).
+    fn keys_to_skip(&self) -> (Vec<String>, bool) {
+        let now = Instant::now();
+        match self.set_aside.lock() {
+            Ok(set_aside) => (
+                set_aside
+                    .iter()
+                    .filter(|(_, entry)| entry.retry_at > now)
+                    .map(|(key, _)| key.clone())
+                    .collect(),
+                !set_aside.is_empty(),
+            ),
+            Err(_) => (Vec::new(), false),
+        }
+    }
+
+    /// Records a round's outcome per key: keys that went out are forgiven; failed keys are set
+    /// aside with an exponential backoff when the broker took other rows of the round.
+    fn update_set_aside(&self, succeeded: &HashSet<&str>, failed: &HashSet<&str>, partial: bool) {
+        let Ok(mut set_aside) = self.set_aside.lock() else {
+            return;
+        };
+        for key in succeeded.difference(failed) {
+            set_aside.remove(*key);
+        }
+        if !partial {
+            return;
+        }
+        let now = Instant::now();
+        // Keys whose backoff ran out long ago and that did not fail since (their rows went out
+        // in a round that did not reach this function's `succeeded`, e.g. dead-lettered).
+        let stale_after = self.settings.max_backoff * 2;
+        set_aside.retain(|_, entry| now.duration_since(entry.retry_at) < stale_after);
+        for key in failed {
+            if set_aside.len() >= MAX_SET_ASIDE_KEYS && !set_aside.contains_key(*key) {
+                tracing::warn!(
+                    limit = MAX_SET_ASIDE_KEYS,
+                    "too many failing keys to set aside; the rest are retried with every round"
+                );
+                break;
+            }
+            let entry = set_aside.entry((*key).to_owned()).or_insert(SetAside {
+                retry_at: now,
+                failures: 0,
+            });
+            entry.failures = entry.failures.saturating_add(1);
+            let backoff = Duration::from_millis(200)
+                .saturating_mul(1u32 << entry.failures.min(16))
+                .min(self.settings.max_backoff);
+            entry.retry_at = now + backoff;
+        }
     }
 
     /// Replaces the producer when its session is beyond repair: librdkafka declared it fatally
@@ -192,6 +287,23 @@ impl Relay {
                     consecutive_failures = 0;
                     self.settings.poll_interval
                 }
+                // The broker works; the failed keys are set aside and the others go on.
+                Err(RelayError::Undelivered {
+                    failed,
+                    total,
+                    handled,
+                    ref first_error,
+                    producer_rejected: false,
+                }) if handled > 0 => {
+                    self.metrics.outbox_publish_errors.inc();
+                    tracing::warn!(failed, total, %first_error, "some outbox keys failed; set aside");
+                    backoff = Duration::ZERO;
+                    consecutive_failures = 0;
+                    if total as i64 >= self.settings.batch_size {
+                        continue;
+                    }
+                    self.settings.poll_interval
+                }
                 Err(error) => {
                     self.metrics.outbox_publish_errors.inc();
                     consecutive_failures += 1;
@@ -236,21 +348,42 @@ impl Relay {
         if !leader {
             return Ok(Round::NotLeader);
         }
-        let rows: Vec<PendingRow> = sqlx::query_as(
-            // Claim the ids first, then fetch each row by primary key. A join would be planned
-            // from the tables' statistics, which lag far behind a fast-growing outbox (a hash join
-            // over a sequential scan of the whole outbox on every round); `OFFSET 0` keeps the
-            // lookup a per-id index probe whatever the statistics say.
-            "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
-             o.traceparent, o.created_at \
-             FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
-             CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
-             ORDER BY c.id",
-        )
-        .bind(self.settings.batch_size)
-        .fetch_all(&mut *tx)
-        .instrument(tracing::info_span!("outbox.claim", otel.kind = "client"))
-        .await?;
+        let (skipped, any_set_aside) = self.keys_to_skip();
+        let rows: Vec<PendingRow> = if skipped.is_empty() {
+            sqlx::query_as(
+                // Claim the ids first, then fetch each row by primary key. A join would be planned
+                // from the tables' statistics, which lag far behind a fast-growing outbox (a hash
+                // join over a sequential scan of the whole outbox on every round); `OFFSET 0` keeps
+                // the lookup a per-id index probe whatever the statistics say.
+                "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
+                 o.traceparent, o.created_at \
+                 FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                 CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
+                 ORDER BY c.id",
+            )
+            .bind(self.settings.batch_size)
+            .fetch_all(&mut *tx)
+            .instrument(tracing::info_span!("outbox.claim", otel.kind = "client"))
+            .await?
+        } else {
+            // Some keys are set aside: walk the queue in id order past their rows (one primary
+            // key probe per pending row until the batch is full), so every other key's oldest
+            // rows are claimed and the set-aside keys keep their order for later.
+            sqlx::query_as(
+                "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
+                 o.traceparent, o.created_at \
+                 FROM (SELECT p.id FROM outbox_pending p \
+                       WHERE (SELECT b.event_key FROM outbox b WHERE b.id = p.id) <> ALL($2) \
+                       ORDER BY p.id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                 CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
+                 ORDER BY c.id",
+            )
+            .bind(self.settings.batch_size)
+            .bind(&skipped)
+            .fetch_all(&mut *tx)
+            .instrument(tracing::info_span!("outbox.claim", otel.kind = "client", skipped_keys = skipped.len()))
+            .await?
+        };
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Round::Published(0));
@@ -307,9 +440,13 @@ impl Relay {
             .await;
 
         // A failed row blocks the later rows of its key, so a key's events are never marked out of
-        // order; they are all retried in the next round.
+        // order; they are all retried later. A row refused for good is dead-lettered instead and
+        // blocks nothing.
         let mut blocked_keys: HashSet<&str> = HashSet::new();
+        let mut succeeded_keys: HashSet<&str> = HashSet::new();
         let mut published = Vec::with_capacity(rows.len());
+        let mut dead_ids: Vec<i64> = Vec::new();
+        let mut dead_errors: Vec<String> = Vec::new();
         let mut first_error = None;
         let mut producer_rejected = false;
         let now = Utc::now();
@@ -317,10 +454,26 @@ impl Relay {
             match result {
                 Ok(_) if !blocked_keys.contains(row.event_key.as_str()) => {
                     published.push(row.id);
+                    if any_set_aside {
+                        succeeded_keys.insert(row.event_key.as_str());
+                    }
                     let lag = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     self.metrics.outbox_publish_latency.observe(lag.max(0.0));
                 }
                 Ok(_) => {}
+                Err((error, _)) if is_permanent(error.rdkafka_error_code()) => {
+                    tracing::error!(
+                        outbox_id = row.id,
+                        event_id = %row.event_id,
+                        topic = %row.topic,
+                        event_type = %row.event_type,
+                        bytes = row.payload.len(),
+                        %error,
+                        "the broker refused an outbox row for good; moved to outbox_dead_letter"
+                    );
+                    dead_ids.push(row.id);
+                    dead_errors.push(error.to_string());
+                }
                 Err((error, _)) => {
                     producer_rejected |= matches!(
                         error.rdkafka_error_code(),
@@ -351,19 +504,46 @@ impl Relay {
                 .execute(&mut *tx)
                 .await?;
             }
+            if !dead_ids.is_empty() {
+                sqlx::query(
+                    "INSERT INTO outbox_dead_letter \
+                     (id, event_id, topic, event_key, event_type, payload, traceparent, created_at, error) \
+                     SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload, \
+                     o.traceparent, o.created_at, d.error \
+                     FROM unnest($1::bigint[], $2::text[]) AS d(id, error) \
+                     JOIN outbox o ON o.id = d.id \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&dead_ids)
+                .bind(&dead_errors)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM outbox_pending WHERE id = ANY($1)")
+                    .bind(&dead_ids)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await
         }
         .instrument(tracing::info_span!("outbox.mark", otel.kind = "client"))
         .await?;
         self.metrics.outbox_published.inc_by(published.len() as u64);
+        self.metrics
+            .outbox_dead_lettered
+            .inc_by(dead_ids.len() as u64);
+        let handled = published.len() + dead_ids.len();
+        if any_set_aside || !blocked_keys.is_empty() {
+            self.update_set_aside(&succeeded_keys, &blocked_keys, handled > 0);
+        }
         match first_error {
             Some(first_error) => Err(RelayError::Undelivered {
-                failed: rows.len() - published.len(),
+                failed: rows.len() - handled,
                 total: rows.len(),
                 first_error,
                 producer_rejected,
+                handled,
             }),
-            None => Ok(Round::Published(published.len())),
+            None => Ok(Round::Published(handled)),
         }
     }
 }
@@ -434,5 +614,33 @@ pub async fn monitor(
             () = tokio::time::sleep(Duration::from_secs(5)) => {},
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_no_retry_can_fix_are_permanent() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidMessageSize,
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::InvalidRecord,
+        ] {
+            assert!(is_permanent(Some(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            assert!(!is_permanent(Some(code)), "{code:?}");
+        }
+        assert!(!is_permanent(None));
     }
 }

@@ -5,13 +5,21 @@
 //! connection per process and fans the user ids out; each stream then reads its user's new rows from
 //! the outbox (so nothing is lost between notifications, and `Last-Event-ID` resumes from the outbox).
 //! Streams also re-check every few seconds in case a notification was missed.
+//!
+//! Streams are bounded: at most [`StreamLimits::per_user`] open streams per user and
+//! [`StreamLimits::per_key`] per API key in each process (429 past them), and every stream ends
+//! after [`StreamLimits::max_lifetime`] or when the user token it was opened with expires,
+//! whichever comes first; the browser's `EventSource` reconnects by itself, with `Last-Event-ID`
+//! and a fresh token, and misses nothing.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
@@ -28,10 +36,66 @@ const PAGE: i64 = 100;
 /// Keep-alive comment interval.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Fans `NOTIFY` payloads (user ids) out to the streams of this process.
+/// Bounds of the live streams of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Open streams of one user.
+    pub per_user: usize,
+    /// Open streams of one API key (the storefront key is shared by every shopper: this bounds
+    /// the whole shop's streams on this replica).
+    pub per_key: usize,
+    /// Longest life of one stream.
+    pub max_lifetime: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            per_user: 5,
+            per_key: 5000,
+            max_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Open streams by user and by API key.
+#[derive(Default)]
+struct OpenStreams {
+    by_user: HashMap<String, usize>,
+    by_key: HashMap<String, usize>,
+}
+
+fn release(counts: &mut HashMap<String, usize>, name: &str) {
+    if let Some(count) = counts.get_mut(name) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(name);
+        }
+    }
+}
+
+/// One admitted stream: counted while it lives.
+struct StreamPermit {
+    open: Arc<Mutex<OpenStreams>>,
+    user_id: String,
+    key_id: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock() {
+            release(&mut open.by_user, &self.user_id);
+            release(&mut open.by_key, &self.key_id);
+        }
+    }
+}
+
+/// Fans `NOTIFY` payloads (user ids) out to the streams of this process, and counts them.
 #[derive(Clone)]
 pub struct StreamHub {
     sender: broadcast::Sender<String>,
+    limits: StreamLimits,
+    open: Arc<Mutex<OpenStreams>>,
 }
 
 impl Default for StreamHub {
@@ -43,7 +107,42 @@ impl Default for StreamHub {
 impl StreamHub {
     pub fn new() -> StreamHub {
         let (sender, _) = broadcast::channel(4096);
-        StreamHub { sender }
+        StreamHub {
+            sender,
+            limits: StreamLimits::default(),
+            open: Arc::new(Mutex::new(OpenStreams::default())),
+        }
+    }
+
+    /// The same hub (listener, open streams) with other bounds.
+    pub fn with_limits(&self, limits: StreamLimits) -> StreamHub {
+        StreamHub {
+            limits,
+            ..self.clone()
+        }
+    }
+
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
+    }
+
+    /// Counts a new stream of `user_id` opened with the key `key_id`, or names the bound it
+    /// would cross.
+    fn admit(&self, user_id: &str, key_id: &str) -> Result<StreamPermit, &'static str> {
+        let mut open = self.open.lock().map_err(|_| "key_cap")?;
+        if open.by_user.get(user_id).copied().unwrap_or(0) >= self.limits.per_user {
+            return Err("user_cap");
+        }
+        if open.by_key.get(key_id).copied().unwrap_or(0) >= self.limits.per_key {
+            return Err("key_cap");
+        }
+        *open.by_user.entry(user_id.to_owned()).or_default() += 1;
+        *open.by_key.entry(key_id.to_owned()).or_default() += 1;
+        Ok(StreamPermit {
+            open: self.open.clone(),
+            user_id: user_id.to_owned(),
+            key_id: key_id.to_owned(),
+        })
     }
 
     /// Starts the `LISTEN` task; it reconnects by itself and stops when the hub is dropped.
@@ -108,6 +207,7 @@ struct StreamState {
     buffer: VecDeque<StreamRow>,
     receiver: broadcast::Receiver<String>,
     _guard: SubscriberGuard,
+    _permit: StreamPermit,
 }
 
 const USER_TOPICS: [&str; 3] = [
@@ -195,18 +295,69 @@ async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>
     }
 }
 
-/// Opens the stream for one user.
+/// Who opens a stream: the API key's id and, when the caller is bound to a user token, when that
+/// token expires.
+#[derive(Debug, Clone)]
+pub struct StreamOpener {
+    pub key_id: String,
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The `exp` of a user token the request's identity check has already verified (signature,
+/// issuer, expiry); only its expiry is read here.
+pub fn verified_token_expiry(token: &str) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Expiry {
+        exp: i64,
+    }
+    let claims: Expiry = jsonwebtoken::dangerous::insecure_decode_claims(token.trim()).ok()?;
+    DateTime::from_timestamp(claims.exp, 0)
+}
+
+/// Opens the stream for one user: 429 past the per-user or per-key bound; the stream ends at its
+/// maximum lifetime or when the opener's token expires.
 pub async fn open(
     pool: PgPool,
     hub: &StreamHub,
     metrics: Metrics,
     user_id: String,
+    opener: StreamOpener,
     last_event_id: Option<&str>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
+    let permit = hub.admit(&user_id, &opener.key_id).map_err(|reason| {
+        metrics
+            .sse_streams_limited
+            .with_label_values(&[reason])
+            .inc();
+        let message = match reason {
+            "user_cap" => format!(
+                "too many open event streams for this user, at most {}",
+                hub.limits.per_user
+            ),
+            _ => "too many open event streams, try again later".to_owned(),
+        };
+        ApiError::ResourceExhausted {
+            message,
+            retry_after_seconds: 5,
+        }
+    })?;
+    let lifetime = hub.limits.max_lifetime;
+    let (ends_in, reason) = match opener.token_expires_at {
+        Some(expires_at) => {
+            let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if left < lifetime {
+                (left, "token_expired")
+            } else {
+                (lifetime, "lifetime")
+            }
+        }
+        None => (lifetime, "lifetime"),
+    };
     // Subscribe before reading the start position, so no notification falls in between.
     let receiver = hub.subscribe();
     let last_id = start_position(&pool, last_event_id).await?;
     metrics.sse_subscribers.inc();
+    let end_metrics = metrics.clone();
     let state = StreamState {
         pool,
         user_id,
@@ -214,7 +365,15 @@ pub async fn open(
         buffer: VecDeque::new(),
         receiver,
         _guard: SubscriberGuard(metrics),
+        _permit: permit,
     };
-    let stream = futures::stream::unfold(state, next_event);
+    let end = async move {
+        tokio::time::sleep(ends_in).await;
+        end_metrics
+            .sse_streams_limited
+            .with_label_values(&[reason])
+            .inc();
+    };
+    let stream = futures::stream::unfold(state, next_event).take_until(end);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }

@@ -7,7 +7,7 @@ use crate::pagination::Page;
 
 macro_rules! order_columns {
     () => {
-        "id, user_id, address_id, total_price, created_at, status"
+        "id, user_id, address_id, total_price, created_at, status, items_total"
     };
 }
 
@@ -226,21 +226,6 @@ pub async fn update_item(
     .await
 }
 
-#[tracing::instrument(name = "db.orders.delete_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
-pub async fn delete_item(
-    connection: &mut PgConnection,
-    id: i64,
-) -> Result<Option<OrderItem>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "DELETE FROM order_items WHERE id = $1 RETURNING ",
-        item_columns!()
-    ))
-    .bind(id)
-    .fetch_optional(connection)
-    .await
-}
-
 #[tracing::instrument(name = "db.orders.delete_items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn delete_items_of(
@@ -258,6 +243,70 @@ pub async fn delete_items_of(
     Ok(removed)
 }
 
+/// Recomputes the order's `items_total` from its items at the current catalog prices and returns
+/// the order; runs in the transaction that changed the items.
+#[tracing::instrument(name = "db.orders.refresh_items_total", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn refresh_items_total(
+    connection: &mut PgConnection,
+    order_id: i64,
+) -> Result<Order, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE orders SET items_total = (SELECT coalesce(sum(i.quantity::bigint * p.price), 0) \
+         FROM order_items i JOIN products p ON p.id = i.product_id WHERE i.order_id = $1) \
+         WHERE id = $1 RETURNING ",
+        order_columns!()
+    ))
+    .bind(order_id)
+    .fetch_one(connection)
+    .await
+}
+
+/// How many items an order has.
+#[tracing::instrument(name = "db.orders.item_count", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn item_count(connection: &mut PgConnection, order_id: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM order_items WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(connection)
+        .await
+}
+
+/// An item, read only when its order belongs to `user_id` (`None` also when it does not exist):
+/// the ownership check and the read are one statement.
+#[tracing::instrument(name = "db.orders.owned_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn owned_item(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+    user_id: &str,
+) -> Result<Option<OrderItem>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.order_id, i.product_id, i.quantity FROM order_items i \
+         JOIN orders o ON o.id = i.order_id WHERE i.id = $1 AND o.user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Deletes an item, only when its order belongs to `owner` (any order when `owner` is `None`):
+/// the ownership check and the delete are one statement. Returns the deleted item.
+#[tracing::instrument(name = "db.orders.delete_owned_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn delete_owned_item(
+    connection: &mut PgConnection,
+    id: i64,
+    owner: Option<&str>,
+) -> Result<Option<OrderItem>, sqlx::Error> {
+    sqlx::query_as(
+        "DELETE FROM order_items i USING orders o \
+         WHERE i.id = $1 AND o.id = i.order_id AND ($2::text IS NULL OR o.user_id = $2) \
+         RETURNING i.id, i.order_id, i.product_id, i.quantity",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(connection)
+    .await
+}
+
 /// The user who owns an order.
 #[tracing::instrument(name = "db.orders.owner_of_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn owner_of_order(
@@ -268,18 +317,4 @@ pub async fn owner_of_order(
         .bind(order_id)
         .fetch_optional(executor)
         .await
-}
-
-/// The user who owns the order an item belongs to.
-#[tracing::instrument(name = "db.orders.owner_of_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-pub async fn owner_of_item(
-    executor: impl PgExecutor<'_>,
-    item_id: i64,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT o.user_id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE i.id = $1",
-    )
-    .bind(item_id)
-    .fetch_optional(executor)
-    .await
 }

@@ -1,6 +1,12 @@
 //! Orders and their items, plus the detailed views (an order with its items) the orders page and
 //! checkout use. Every mutation runs in one transaction with its `orders_updates` event and
 //! invalidates the keys listed next to it after commit.
+//!
+//! The server is the reference for what an order contains: each change to the items recomputes
+//! the order's `items_total` from catalog prices in the same transaction, and creation counts
+//! orders whose provider amount disagrees with it. After creation a storefront caller may only
+//! cancel its order (status `cancelled`); changing the address, `total_price` or moving to any
+//! other status needs the admin scope. An order holds at most [`limits::MAX_ORDER_ITEMS`] items.
 
 pub mod db;
 pub mod model;
@@ -9,15 +15,17 @@ use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::auth::Scope;
 use crate::cache::CacheKey;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
 use crate::identity::Shopper;
+use crate::limits;
 use crate::pagination::{self, Page, PageQuery};
 use crate::products;
 use crate::users;
@@ -62,14 +70,13 @@ fn order_keys(order: &Order) -> Vec<CacheKey> {
     ]
 }
 
-/// The keys whose content includes one of the order's items (the order row is unchanged).
+/// The keys whose content includes one of the order's items, and the order keys (its
+/// `items_total` follows the items).
 fn item_keys(order: &Order, item_id: i64) -> Vec<CacheKey> {
-    vec![
-        cache_keys::order_item(item_id),
-        cache_keys::order_items(order.id),
-        cache_keys::detailed_order(order.id),
-        cache_keys::user_detailed_orders(&order.user_id),
-    ]
+    let mut keys = order_keys(order);
+    keys.push(cache_keys::order_item(item_id));
+    keys.push(cache_keys::order_items(order.id));
+    keys
 }
 
 /// The `orders_updates` event: the order and the items the change concerns.
@@ -109,9 +116,16 @@ fn item_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("order item {id} not found"))
 }
 
+fn too_many_items() -> ApiError {
+    ApiError::invalid(format!(
+        "too many order items, at most {}",
+        limits::MAX_ORDER_ITEMS
+    ))
+}
+
 /// Writes the `orders_updates` event of a change to one item, commits, then invalidates.
-/// Touches: order-item-cache/{id}, order-items-cache/{order}, detailed-order-cache/{order},
-/// user-detailed-orders-cache/{user} (the order row itself is unchanged).
+/// Touches: order-item-cache/{id}, order-items-cache/{order}, and the order keys (order-cache,
+/// detailed-order-cache, user-orders-cache, user-detailed-orders-cache): `items_total` changed.
 async fn commit_item_change(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -192,20 +206,26 @@ async fn get_order(
 #[utoipa::path(get, path = "/orders/all/{user_id}", tag = "orders",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<Order>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = DataList<Order>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)
+    ))]
 async fn orders_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || orders_not_found(&user_id))?;
     let state = &state;
-    pagination::list(
+    let user_id = user_id.as_str();
+    pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_orders(&user_id),
+        &cache_keys::user_orders(user_id),
         &page,
-        |page| async move { Ok(db::orders_of(&state.pool, &user_id, &page).await?) },
+        || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) },
+        |page| async move { Ok(db::orders_of(&state.pool, user_id, &page).await?) },
     )
     .await
 }
@@ -217,10 +237,22 @@ async fn create_order(
     lines: &[ValidLine],
 ) -> ApiResult<DetailedOrder> {
     let mut tx = state.pool.begin().await?;
-    let order = db::insert_order(&mut tx, order).await?;
+    let mut order = db::insert_order(&mut tx, order).await?;
     let items = db::insert_items(&mut tx, order.id, lines).await?;
+    if !items.is_empty() {
+        order = db::refresh_items_total(&mut tx, order.id).await?;
+    }
     outbox::append(&mut tx, &[order_event("order_created", &order, &items)]).await?;
     tx.commit().await?;
+    if !items.is_empty() && model::total_mismatch(order.total_price, order.items_total) {
+        state.metrics.order_total_mismatches.inc();
+        tracing::warn!(
+            order_id = order.id,
+            total_price = order.total_price,
+            items_total = order.items_total,
+            "order total differs from the server's item total"
+        );
+    }
     // Touches: the order keys and order-items-cache/{id}: a read of the not-yet-existing id may
     // have cached an empty item list (404s are never cached, empty lists are).
     let mut keys = order_keys(&order);
@@ -250,14 +282,15 @@ async fn add_order(
 }
 
 /// Update an order's address, total and status; 404 unless the body's user owns it. `created_at`
-/// never changes.
+/// never changes. A storefront key may only cancel (`status: "cancelled"`, other fields as
+/// stored); any other change is 403 without the admin scope.
 #[utoipa::path(put, path = "/orders/update", tag = "orders",
     request_body = OrderRequest,
     security(("api_key" = [])),
     responses(
         (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 415, body = ErrorBody)
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 415, body = ErrorBody)
     ))]
 async fn update_order(
     shopper: Shopper,
@@ -269,9 +302,12 @@ async fn update_order(
     shopper.check(&valid.user_id, || order_not_found(id))?;
     check_address(&state, &valid).await?;
     let mut tx = state.pool.begin().await?;
-    match db::order_for_update(&mut tx, id).await? {
-        Some(stored) if stored.user_id == valid.user_id => {}
+    let stored = match db::order_for_update(&mut tx, id).await? {
+        Some(stored) if stored.user_id == valid.user_id => stored,
         _ => return Err(order_not_found(id)),
+    };
+    if shopper.caller.scope != Scope::Admin && !model::storefront_may_apply(&stored, &valid) {
+        return Err(ApiError::PermissionDenied("admin"));
     }
     let order = db::update_order(&mut tx, id, &valid).await?;
     let items = db::items_of(&mut *tx, id, &Page::all()).await?;
@@ -329,11 +365,14 @@ async fn get_order_item(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
-) -> ApiResult<JsonBytes> {
-    if shopper.is_bound()
-        && let Some(owner) = db::owner_of_item(&state.pool, id).await?
-    {
-        shopper.check(&owner, || item_not_found(id))?;
+) -> ApiResult<Response> {
+    if let Some(user_id) = shopper.bound_user() {
+        // Bound callers read the item and its order's owner in one statement (no window between
+        // an ownership check and the read).
+        return db::owned_item(&state.pool, id, user_id)
+            .await?
+            .map(|item| Json(item).into_response())
+            .ok_or_else(|| item_not_found(id));
     }
     state
         .cache
@@ -343,7 +382,7 @@ async fn get_order_item(
                 .ok_or_else(|| item_not_found(id))
         })
         .await
-        .map(JsonBytes)
+        .map(|body| JsonBytes(body).into_response())
 }
 
 /// An order's items, by id (empty for an unknown order).
@@ -360,16 +399,21 @@ async fn items_of_order(
     PathParams(order_id): PathParams<i64>,
     page: PageQuery,
 ) -> ApiResult<Response> {
-    if shopper.is_bound()
-        && let Some(owner) = db::owner_of_order(&state.pool, order_id).await?
-    {
-        shopper.check(&owner, || order_not_found(order_id))?;
+    if shopper.is_bound() {
+        // Orders never change owner and ids are never reused, so an order that exists now and
+        // belongs to the caller stays theirs for the read below; one that does not exist has no
+        // items to show.
+        match db::owner_of_order(&state.pool, order_id).await? {
+            Some(owner) => shopper.check(&owner, || order_not_found(order_id))?,
+            None => return Ok(Json(DataList::<OrderItem>::new(Vec::new())).into_response()),
+        }
     }
     let state = &state;
-    pagination::list(
+    pagination::list_of_owner(
         &state.cache,
         &cache_keys::order_items(order_id),
         &page,
+        || async move { Ok(db::owner_of_order(&state.pool, order_id).await?.is_some()) },
         |page| async move { Ok(db::items_of(&state.pool, order_id, &page).await?) },
     )
     .await
@@ -408,10 +452,15 @@ async fn add_order_item(
         .ok_or_else(|| ApiError::invalid(format!("order_id {order_id} does not exist")))?;
     shopper.check(&order.user_id, || order_not_found(order_id))?;
     ensure_product_exists(&state, line.product_id).await?;
+    // The order row is locked, so the count cannot change before the insert.
+    if db::item_count(&mut tx, order_id).await? >= limits::MAX_ORDER_ITEMS {
+        return Err(too_many_items());
+    }
     let mut items = db::insert_items(&mut tx, order_id, &[line]).await?;
     let item = items
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no row")))?;
+    let order = db::refresh_items_total(&mut tx, order.id).await?;
     commit_item_change(&state, tx, "order_item_added", &order, &item).await?;
     Ok(Json(item))
 }
@@ -445,6 +494,7 @@ async fn update_order_item(
         .ok_or_else(|| item_not_found(id))?;
     shopper.check(&order.user_id, || item_not_found(id))?;
     let item = db::update_item(&mut tx, id, &line).await?;
+    let order = db::refresh_items_total(&mut tx, order.id).await?;
     commit_item_change(&state, tx, "order_item_updated", &order, &item).await?;
     Ok(Json(IdResponse { id }))
 }
@@ -462,18 +512,12 @@ async fn delete_order_item(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
-    if shopper.is_bound()
-        && let Some(owner) = db::owner_of_item(&state.pool, id).await?
-    {
-        shopper.check(&owner, || item_not_found(id))?;
-    }
     let mut tx = state.pool.begin().await?;
-    let item = db::delete_item(&mut tx, id)
+    // The ownership check is part of the DELETE itself.
+    let item = db::delete_owned_item(&mut tx, id, shopper.bound_user())
         .await?
         .ok_or_else(|| item_not_found(id))?;
-    let order = db::order(&mut *tx, item.order_id)
-        .await?
-        .ok_or_else(|| item_not_found(id))?;
+    let order = db::refresh_items_total(&mut tx, item.order_id).await?;
     commit_item_change(&state, tx, "order_item_deleted", &order, &item).await?;
     Ok(Json(IdResponse { id }))
 }
@@ -512,18 +556,24 @@ async fn get_detailed_order(
 #[utoipa::path(get, path = "/orders/detailed/all/{user_id}", tag = "orders",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<DetailedOrder>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = DataList<DetailedOrder>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)
+    ))]
 async fn detailed_orders_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || orders_not_found(&user_id))?;
     let key = cache_keys::user_detailed_orders(&user_id);
     let state = &state;
-    pagination::list(&state.cache, &key, &page, |page| async move {
-        let orders = db::orders_of(&state.pool, &user_id, &page).await?;
+    let user_id = user_id.as_str();
+    let user_exists = || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) };
+    pagination::list_of_owner(&state.cache, &key, &page, user_exists, |page| async move {
+        let orders = db::orders_of(&state.pool, user_id, &page).await?;
         let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
         let mut items_by_order: HashMap<i64, Vec<OrderItem>> = HashMap::new();
         for item in db::items_of_orders(&state.pool, &ids).await? {

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::pagination::Keyed;
 
 use crate::error::ApiError;
+use crate::limits::{self, check_length};
 
 fn rfc3339_micros<S: Serializer>(value: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&value.to_rfc3339_opts(SecondsFormat::Micros, true))
@@ -25,6 +26,28 @@ pub struct Order {
     #[schema(value_type = String, format = DateTime, example = "2026-11-25T14:03:07.123456Z")]
     pub created_at: DateTime<Utc>,
     pub status: String,
+    /// Computed by the server, never taken from the client: the sum of quantity × catalog price
+    /// of the order's items (catalog price unit), as of the last change to its items.
+    /// `total_price` is what the payment provider charged, in cents.
+    pub items_total: i64,
+}
+
+/// The status a storefront caller may move its order to; every other change of an existing
+/// order needs the admin scope.
+pub const CANCELLED: &str = "cancelled";
+
+/// Whether a storefront caller may apply `change` to `stored`: only cancelling (or a body that
+/// changes nothing). Address, `total_price` and any other status are the back office's.
+pub fn storefront_may_apply(stored: &Order, change: &ValidOrder) -> bool {
+    change.address_id == stored.address_id
+        && change.total_price.to_bits() == stored.total_price.to_bits()
+        && (change.status == stored.status || change.status == CANCELLED)
+}
+
+/// Whether the provider's amount (cents) differs from the server's item total (catalog units)
+/// by a cent or more.
+pub fn total_mismatch(total_price_cents: f64, items_total: i64) -> bool {
+    (total_price_cents - items_total as f64 * 100.0).abs() >= 1.0
 }
 
 /// Body of order creation (`id` ignored) and update (`id` required). `created_at` is ignored.
@@ -33,13 +56,13 @@ pub struct OrderRequest {
     /// Required on update, ignored on creation.
     #[schema(value_type = Option<i64>)]
     pub id: Option<i64>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 128)]
     pub user_id: Option<String>,
     #[schema(required = true, value_type = i64, minimum = 1)]
     pub address_id: Option<i64>,
     #[schema(required = true, value_type = f64, exclusive_minimum = 0)]
     pub total_price: Option<f64>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 64)]
     pub status: Option<String>,
 }
 
@@ -88,9 +111,9 @@ pub struct DetailedOrderItemRequest {
 pub struct DetailedOrderRequest {
     #[schema(required = true, value_type = OrderRequest)]
     pub order: Option<OrderRequest>,
-    /// May be empty or absent (an order without items).
+    /// May be empty or absent (an order without items); at most 100.
     #[serde(default)]
-    #[schema(value_type = Vec<DetailedOrderItemRequest>)]
+    #[schema(value_type = Vec<DetailedOrderItemRequest>, max_items = 100)]
     pub items: Option<Vec<DetailedOrderItemRequest>>,
 }
 
@@ -137,6 +160,7 @@ impl OrderRequest {
             Some(user_id) if !user_id.trim().is_empty() => user_id.clone(),
             _ => return Err(ApiError::invalid("user_id is required")),
         };
+        check_length(&user_id, "user_id", limits::MAX_USER_ID_CHARS)?;
         let address_id = positive_id(self.address_id, "address_id is required")?;
         let total_price = match self.total_price {
             Some(price) if price.is_finite() && price > 0.0 => price,
@@ -146,6 +170,7 @@ impl OrderRequest {
             Some(status) if !status.trim().is_empty() => status.clone(),
             _ => return Err(ApiError::invalid("status is required")),
         };
+        check_length(&status, "status", limits::MAX_ORDER_STATUS_CHARS)?;
         Ok(ValidOrder {
             user_id,
             address_id,
@@ -182,6 +207,16 @@ impl DetailedOrderRequest {
             .as_ref()
             .ok_or_else(|| ApiError::invalid("order is required"))?
             .validate()?;
+        if self
+            .items
+            .as_ref()
+            .is_some_and(|items| items.len() as i64 > limits::MAX_ORDER_ITEMS)
+        {
+            return Err(ApiError::invalid(format!(
+                "too many order items, at most {}",
+                limits::MAX_ORDER_ITEMS
+            )));
+        }
         let lines = self
             .items
             .iter()
@@ -351,6 +386,39 @@ mod tests {
     }
 
     #[test]
+    fn a_storefront_caller_may_only_cancel() {
+        let stored = Order {
+            id: 1,
+            user_id: "u".into(),
+            address_id: 1,
+            total_price: 9.5,
+            created_at: Utc::now(),
+            status: "succeeded".into(),
+            items_total: 0,
+        };
+        let change = order().validate().unwrap();
+        let with = |status: &str, total: f64, address: i64| ValidOrder {
+            status: status.into(),
+            total_price: total,
+            address_id: address,
+            ..change.clone()
+        };
+        assert!(storefront_may_apply(&stored, &with("cancelled", 9.5, 1)));
+        assert!(storefront_may_apply(&stored, &with("succeeded", 9.5, 1)));
+        assert!(!storefront_may_apply(&stored, &with("refunded", 9.5, 1)));
+        assert!(!storefront_may_apply(&stored, &with("cancelled", 0.5, 1)));
+        assert!(!storefront_may_apply(&stored, &with("cancelled", 9.5, 2)));
+    }
+
+    #[test]
+    fn the_provider_amount_is_compared_in_cents() {
+        assert!(!total_mismatch(6400.0, 64));
+        assert!(!total_mismatch(6400.4, 64));
+        assert!(total_mismatch(100.0, 64));
+        assert!(total_mismatch(6300.0, 64));
+    }
+
+    #[test]
     fn created_at_has_microseconds_and_z() {
         let order = Order {
             id: 1,
@@ -361,6 +429,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             status: "pending".into(),
+            items_total: 0,
         };
         let json = serde_json::to_value(&order).unwrap();
         assert_eq!(json["created_at"], "2026-11-25T08:00:00.500000Z");

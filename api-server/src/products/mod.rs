@@ -162,10 +162,11 @@ async fn products_of_category(
     page: PageQuery,
 ) -> ApiResult<Response> {
     let state = &state;
-    pagination::list(
+    pagination::list_of_owner(
         &state.cache,
         &cache_keys::by_category(id),
         &page,
+        || async move { Ok(categories::db::category_exists(&state.pool, id).await?) },
         |page| async move { Ok(db::by_category(&state.pool, id, &page).await?) },
     )
     .await
@@ -186,10 +187,15 @@ async fn products_of_sub_category(
     page: PageQuery,
 ) -> ApiResult<Response> {
     let state = &state;
-    pagination::list(
+    pagination::list_of_owner(
         &state.cache,
         &cache_keys::by_sub_category(id),
         &page,
+        || async move {
+            Ok(categories::db::sub_category(&state.pool, id)
+                .await?
+                .is_some())
+        },
         |page| async move { Ok(db::by_sub_category(&state.pool, id, &page).await?) },
     )
     .await

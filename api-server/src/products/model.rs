@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::pagination::Keyed;
 
 use crate::error::ApiError;
+use crate::limits::{self, check_length};
 
 /// A catalog product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
@@ -33,15 +34,15 @@ pub struct Product {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductRequest {
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 200)]
     pub name: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 5000)]
     pub description: Option<String>,
     #[schema(required = true, value_type = i64)]
     pub category: Option<i64>,
     #[schema(required = true, value_type = i64)]
     pub sub_category: Option<i64>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 2048)]
     pub image_url: Option<String>,
     #[schema(required = true, value_type = i64, minimum = 1)]
     pub price: Option<i64>,
@@ -76,8 +77,14 @@ fn required_text(value: &Option<String>, message: &str) -> Result<String, ApiErr
 impl ProductRequest {
     /// The checks that come before the category checks, in the contract's order.
     pub fn validate_text(&self) -> Result<(), ApiError> {
-        required_text(&self.name, "product name is required")?;
-        required_text(&self.description, "product description is required")?;
+        let name = required_text(&self.name, "product name is required")?;
+        check_length(&name, "name", limits::MAX_PRODUCT_NAME_CHARS)?;
+        let description = required_text(&self.description, "product description is required")?;
+        check_length(
+            &description,
+            "description",
+            limits::MAX_PRODUCT_DESCRIPTION_CHARS,
+        )?;
         Ok(())
     }
 
@@ -88,9 +95,11 @@ impl ProductRequest {
 
     /// The checks after the category checks; returns the validated product.
     pub fn validate_rest(&self) -> Result<ValidProduct, ApiError> {
+        self.validate_text()?;
         let name = required_text(&self.name, "product name is required")?;
         let description = required_text(&self.description, "product description is required")?;
         let image_url = required_text(&self.image_url, "product image URL is required")?;
+        check_length(&image_url, "imageUrl", limits::MAX_IMAGE_URL_CHARS)?;
         let price = match self.price {
             Some(price) if price > 0 => price,
             _ => return Err(ApiError::invalid("product price must be greater than 0")),

@@ -63,6 +63,30 @@ pub async fn existing_user_ids(
         .await
 }
 
+/// Locks the users' rows against each other's row-count checks (cart rows, addresses) until the
+/// transaction ends, in id order (no deadlock between two such transactions). Foreign-key checks
+/// of other writers are not blocked (`FOR NO KEY UPDATE`).
+#[tracing::instrument(name = "db.users.lock_users", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn lock_users(connection: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(ids)
+        .execute(connection)
+        .await
+        .map(|_| ())
+}
+
+/// How many addresses a user has.
+#[tracing::instrument(name = "db.users.address_count", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn address_count(
+    connection: &mut PgConnection,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(connection)
+        .await
+}
+
 #[tracing::instrument(name = "db.users.insert_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<User, sqlx::Error> {

@@ -17,6 +17,7 @@ use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
 use crate::identity::Shopper;
+use crate::limits;
 use crate::pagination::{self, PageQuery};
 use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
@@ -80,12 +81,16 @@ fn address_not_found(id: i64) -> ApiError {
 #[utoipa::path(get, path = "/users/get/{id}", tag = "users",
     params(("id" = String, Path, description = "User id")),
     security(("api_key" = [])),
-    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = User), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
+    ))]
 async fn get_user(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<JsonBytes> {
+    limits::check_path_user_id(&id)?;
     shopper
         .cached_entity(
             &state.cache,
@@ -276,20 +281,26 @@ async fn get_address(
 #[utoipa::path(get, path = "/users/addresses/user/{user_id}", tag = "users",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<Address>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = DataList<Address>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)
+    ))]
 async fn addresses_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
     PathParams(user_id): PathParams<String>,
     page: PageQuery,
 ) -> ApiResult<Response> {
+    limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || user_not_found(&user_id))?;
     let state = &state;
-    pagination::list(
+    let user_id = user_id.as_str();
+    pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_addresses(&user_id),
+        &cache_keys::user_addresses(user_id),
         &page,
-        |page| async move { Ok(db::addresses_of(&state.pool, &user_id, &page).await?) },
+        || async move { Ok(db::user_exists(&state.pool, user_id).await?) },
+        |page| async move { Ok(db::addresses_of(&state.pool, user_id, &page).await?) },
     )
     .await
 }
@@ -321,6 +332,14 @@ async fn add_address(
     shopper.check(&valid.user_id, || user_not_found(&valid.user_id))?;
     ensure_user_exists(&state, &valid.user_id).await?;
     let mut tx = state.pool.begin().await?;
+    // Every address travels in the user's `user_deleted` event: their number is bounded.
+    db::lock_users(&mut tx, &[valid.user_id.as_str()]).await?;
+    if db::address_count(&mut tx, &valid.user_id).await? >= limits::MAX_ADDRESSES_PER_USER {
+        return Err(ApiError::invalid(format!(
+            "too many addresses, at most {} per user",
+            limits::MAX_ADDRESSES_PER_USER
+        )));
+    }
     let address = db::insert_address(&mut tx, &valid).await?;
     let event = user_event(
         "address_added",

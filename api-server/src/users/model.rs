@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::pagination::Keyed;
 
 use crate::error::ApiError;
+use crate::limits::{self, check_length};
 
 /// A shopper. `id` is the identity provider's user id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
@@ -23,13 +24,13 @@ pub struct User {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRequest {
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 128)]
     pub id: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 100)]
     pub first_name: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 100)]
     pub last_name: Option<String>,
-    #[schema(required = true, value_type = String, format = Email)]
+    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     pub email: Option<String>,
 }
 
@@ -53,17 +54,17 @@ pub struct AddressRequest {
     /// Required on update, ignored on creation.
     #[schema(value_type = Option<i64>)]
     pub id: Option<i64>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 200)]
     pub street: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 100)]
     pub city: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 100)]
     pub state: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 100)]
     pub country: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 20)]
     pub zip_code: Option<String>,
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, max_length = 128)]
     pub user_id: Option<String>,
 }
 
@@ -102,10 +103,14 @@ pub fn is_valid_email(email: &str) -> bool {
 impl UserRequest {
     pub fn validate(&self) -> Result<User, ApiError> {
         let id = required(&self.id, "invalid user ID")?;
+        check_length(&id, "id", limits::MAX_USER_ID_CHARS)?;
         let first_name = required(&self.first_name, "missing first name")?;
+        check_length(&first_name, "firstName", limits::MAX_PERSON_NAME_CHARS)?;
         let last_name = required(&self.last_name, "missing last name")?;
+        check_length(&last_name, "lastName", limits::MAX_PERSON_NAME_CHARS)?;
         let email = required(&self.email, "missing user email")?;
         let email = email.trim().to_owned();
+        check_length(&email, "email", limits::MAX_EMAIL_CHARS)?;
         if !is_valid_email(&email) {
             return Err(ApiError::invalid("invalid user email"));
         }
@@ -128,13 +133,43 @@ impl AddressRequest {
     }
 
     pub fn validate(&self) -> Result<ValidAddress, ApiError> {
+        let bounded = |value: &Option<String>, message: &str, field: &str, max: usize| {
+            let text = required(value, message)?;
+            check_length(&text, field, max)?;
+            Ok::<_, ApiError>(text)
+        };
         Ok(ValidAddress {
-            street: required(&self.street, "missing street")?,
-            city: required(&self.city, "missing city")?,
-            state: required(&self.state, "missing state")?,
-            country: required(&self.country, "missing country")?,
-            zip_code: required(&self.zip_code, "missing zip code")?,
-            user_id: required(&self.user_id, "invalid user ID")?,
+            street: bounded(
+                &self.street,
+                "missing street",
+                "street",
+                limits::MAX_STREET_CHARS,
+            )?,
+            city: bounded(&self.city, "missing city", "city", limits::MAX_REGION_CHARS)?,
+            state: bounded(
+                &self.state,
+                "missing state",
+                "state",
+                limits::MAX_REGION_CHARS,
+            )?,
+            country: bounded(
+                &self.country,
+                "missing country",
+                "country",
+                limits::MAX_REGION_CHARS,
+            )?,
+            zip_code: bounded(
+                &self.zip_code,
+                "missing zip code",
+                "zipCode",
+                limits::MAX_ZIP_CODE_CHARS,
+            )?,
+            user_id: bounded(
+                &self.user_id,
+                "invalid user ID",
+                "userId",
+                limits::MAX_USER_ID_CHARS,
+            )?,
         })
     }
 }

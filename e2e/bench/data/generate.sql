@@ -67,6 +67,14 @@ SELECT o.id, r.first_product + (o.id * 31 + k * 7919) % (r.last_product - r.firs
 FROM bench_settings s, bench_ranges r, orders o, generate_series(1, s.items_per_order) AS k
 WHERE o.user_id LIKE 'bench\_user\_%';
 
+-- The server's own total of each generated order (quantity x catalog price of its items).
+UPDATE orders o SET items_total = t.total
+FROM (SELECT i.order_id, sum(i.quantity::bigint * p.price) AS total
+      FROM order_items i JOIN products p ON p.id = i.product_id
+      JOIN orders bench ON bench.id = i.order_id AND bench.user_id LIKE 'bench\_user\_%'
+      GROUP BY i.order_id) t
+WHERE t.order_id = o.id;
+
 INSERT INTO cart_items (product_id, quantity, user_id)
 SELECT r.first_product + (g * 104729) % (r.last_product - r.first_product + 1), 1 + g % 4,
        'bench_user_' || (1 + g % greatest(s.users, 1))

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::auth::{self, ApiKeys, Scope};
-use crate::cache::Cache;
+use crate::cache::{self, Cache};
 use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
 use crate::events::relay::{self, Relay, RelaySettings};
 use crate::identity::UserTokens;
@@ -119,22 +119,23 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         db::migrate(&pool).await.context("applying migrations")?;
     }
     let metrics = Metrics::new().context("registering metrics")?;
+    let store_id = db::store_id(&pool)
+        .await
+        .context("reading the store id (apply the migrations: `plamatio-api migrate`)")?;
+    let namespace = cache::namespace(&config.cache_prefix, store_id);
     let cache = match &config.redis_url {
-        Some(url) if !url.trim().is_empty() => Cache::redis(
-            url,
-            &config.cache_prefix,
-            config.redis_timeout(),
-            metrics.clone(),
-        )
-        .context("configuring the Redis cache")?,
+        Some(url) if !url.trim().is_empty() => {
+            Cache::redis(url, &namespace, config.redis_timeout(), metrics.clone())
+                .context("configuring the Redis cache")?
+        }
         _ => Cache::memory(
             config.memory_cache_mib * 1024 * 1024,
-            &config.cache_prefix,
+            &namespace,
             metrics.clone(),
         ),
     };
     cache.set_ttl_override(config.cache_ttl_seconds.map(Duration::from_secs));
-    tracing::info!(cache = cache.backend_name(), "cache ready");
+    tracing::info!(cache = cache.backend_name(), namespace = %namespace, "cache ready");
     let proxies = ratelimit::parse_trusted_proxies(&config.trusted_proxies)
         .context("parsing PLAMATIO_TRUSTED_PROXIES")?;
     let limits = RateLimits::new(config.rate_limit_per_minute, proxies);

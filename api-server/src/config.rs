@@ -116,7 +116,8 @@ pub struct ServeConfig {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Prefix for every cache key (lets several stores or test runs share one Redis).
+    /// Prefix of every cache key, before the store's id (which alone keeps stores sharing one Redis
+    /// apart; the prefix groups a store's keys for operators).
     #[arg(long, env = "PLAMATIO_CACHE_PREFIX", default_value = "")]
     pub cache_prefix: String,
 

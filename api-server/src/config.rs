@@ -66,10 +66,12 @@ pub enum KeysCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL; the database is created when it does not exist.
+    /// PostgreSQL URL; the database is created when it does not exist. (Its value in the
+    /// environment, which may hold a password, is never printed by `--help`.)
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/plamatio"
     )]
     pub database_url: String,
@@ -112,8 +114,9 @@ pub struct ServeConfig {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Redis URL for the shared cache; without it an in-process cache is used.
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL for the shared cache; without it an in-process cache is used. (Its value in the
+    /// environment, which may hold a password, is never printed by `--help`.)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of every cache key, before the store's id (which alone keeps stores sharing one Redis

@@ -5,9 +5,72 @@
 
 mod common;
 
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
 use axum::http::Method;
-use common::{TestApp, new_database_name};
-use serde_json::json;
+use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_for, token_with};
+use common::{TestApp, TestResponse, new_database_name, serve_config};
+use jsonwebtoken::Algorithm;
+use plamatio_api::identity::UserTokens;
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn as_shopper(
+    app: &TestApp,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    idempotency_key: Option<&str>,
+) -> TestResponse {
+    let auth = format!("Bearer {}", app.storefront_key);
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(token) = token {
+        headers.push(("x-user-token", token));
+    }
+    if let Some(key) = idempotency_key {
+        headers.push(("idempotency-key", key));
+    }
+    app.send(method, path, Some(&auth), body, &headers).await
+}
+
+async fn store_with_user_auth(jwks_url: &str, mode: &str, extra_flags: &[&str]) -> TestApp {
+    let mut flags = vec![
+        "--user-auth",
+        mode,
+        "--user-jwks-url",
+        jwks_url,
+        "--user-jwt-issuer",
+        ISSUER,
+        "--user-jwt-audience",
+        AUDIENCE,
+    ];
+    flags.extend_from_slice(extra_flags);
+    let app = TestApp::serving(&new_database_name(), &flags).await;
+    sqlx::raw_sql(
+        "INSERT INTO users (id, first_name, last_name, email) VALUES
+             ('user_a', 'Ada', 'A', 'a@example.com'), ('user_b', 'Bo', 'B', 'b@example.com');
+         INSERT INTO addresses (street, city, state, country, zip_code, user_id) VALUES
+             ('1 A St', 'T', 'ON', 'CA', 'A', 'user_a'), ('2 B St', 'T', 'ON', 'CA', 'B', 'user_b');",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app
+}
+
+async fn identity_provider() -> (Jwks, String, SigningKey) {
+    let jwks = Jwks::default();
+    let key = generate("rsa-1", Algorithm::RS256);
+    jwks.publish(&key);
+    let url = jwks.serve().await;
+    (jwks, url, key)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Item 9: cache isolation
@@ -110,4 +173,281 @@ async fn a_recreated_database_does_not_see_the_old_databases_entries() {
         recreated.get("/cart/all/user_old").await.body["data"],
         json!([])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 7: token hygiene
+
+#[tokio::test]
+async fn a_token_that_is_not_yet_valid_is_refused() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(&url, "required", &[]).await;
+    let claims = |nbf: u64| json!({"sub": "user_a", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600, "nbf": nbf});
+    let future = token_with(&key, claims(now() + 1800));
+    let response = as_shopper(
+        &app,
+        Some(&future),
+        Method::GET,
+        "/cart/all/user_a",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        response.assert_error(401, "unauthenticated"),
+        "invalid user token"
+    );
+    let current = token_with(&key, claims(now() - 10));
+    let response = as_shopper(
+        &app,
+        Some(&current),
+        Method::GET,
+        "/cart/all/user_a",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// A token of the same identity provider minted for another application (no `aud`) is not a token
+/// for this store when an audience is configured.
+#[tokio::test]
+async fn a_token_without_the_configured_audience_is_refused() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(&url, "required", &[]).await;
+    let without_audience = token_with(
+        &key,
+        json!({"sub": "user_a", "iss": ISSUER, "exp": now() + 600}),
+    );
+    let response = as_shopper(
+        &app,
+        Some(&without_audience),
+        Method::GET,
+        "/cart/all/user_a",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        response.assert_error(401, "unauthenticated"),
+        "invalid user token"
+    );
+}
+
+/// With authorized parties configured, a token issued to another frontend (`azp`) is refused.
+#[tokio::test]
+async fn a_token_issued_to_another_authorized_party_is_refused() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(
+        &url,
+        "required",
+        &[
+            "--user-jwt-authorized-parties",
+            "https://shop.example.com, https://www.shop.example.com",
+        ],
+    )
+    .await;
+    let with_party = |azp: Option<&str>| {
+        let mut claims =
+            json!({"sub": "user_a", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600});
+        if let Some(azp) = azp {
+            claims["azp"] = json!(azp);
+        }
+        token_with(&key, claims)
+    };
+    for (azp, expected) in [
+        (Some("https://evil.example"), 401),
+        (None, 401),
+        (Some("https://shop.example.com"), 200),
+        (Some("https://www.shop.example.com"), 200),
+    ] {
+        let response = as_shopper(
+            &app,
+            Some(&with_party(azp)),
+            Method::GET,
+            "/cart/all/user_a",
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(response.status, expected, "azp {azp:?}: {}", response.body);
+    }
+}
+
+/// The JWKS endpoint answers with a redirect to a key set the attacker controls: the redirect is
+/// not followed, so the attacker's tokens are refused.
+#[tokio::test]
+async fn a_jwks_redirect_to_the_attackers_keys_is_not_followed() {
+    let attacker = Jwks::default();
+    let attacker_key = generate("rsa-1", Algorithm::RS256);
+    attacker.publish(&attacker_key);
+    let attacker_url = attacker.serve().await;
+    let provider = Jwks::default();
+    *provider.redirect_to.lock().unwrap() = Some(attacker_url);
+    let app = store_with_user_auth(&provider.serve().await, "required", &[]).await;
+
+    let response = as_shopper(
+        &app,
+        Some(&token_for(&attacker_key, "user_b")),
+        Method::GET,
+        "/cart/all/user_b",
+        None,
+        None,
+    )
+    .await;
+    response.assert_error(401, "unauthenticated");
+    assert!(provider.fetches.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        attacker.fetches.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
+
+/// A JWKS answer far larger than any key set is not read into memory or used.
+#[tokio::test]
+async fn an_oversized_jwks_is_not_loaded() {
+    let (jwks, url, key) = identity_provider().await;
+    jwks.padding_bytes.store(2 * 1024 * 1024, Ordering::SeqCst);
+    let app = store_with_user_auth(&url, "required", &[]).await;
+    let response = as_shopper(
+        &app,
+        Some(&token_for(&key, "user_a")),
+        Method::GET,
+        "/cart/all/user_a",
+        None,
+        None,
+    )
+    .await;
+    response.assert_error(401, "unauthenticated");
+}
+
+/// Keys fetched over plain http can be replaced by anyone on the path: only https (or http to a
+/// loopback address) is accepted, and a store configured otherwise does not start.
+#[tokio::test]
+async fn a_jwks_url_over_plain_http_is_refused() {
+    for url in [
+        "http://clerk.plamatio.test/.well-known/jwks.json",
+        "http://10.0.0.8/.well-known/jwks.json",
+    ] {
+        let config = serve_config(
+            "plamatio_never_created",
+            &[
+                "--user-auth",
+                "required",
+                "--user-jwks-url",
+                url,
+                "--user-jwt-issuer",
+                ISSUER,
+            ],
+        );
+        let error = UserTokens::new(&config.user_auth)
+            .err()
+            .unwrap_or_else(|| panic!("{url} was accepted"));
+        assert!(error.to_string().contains("https"), "{error}");
+    }
+    let loopback = serve_config(
+        "plamatio_never_created",
+        &[
+            "--user-auth",
+            "required",
+            "--user-jwks-url",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+            "--user-jwt-issuer",
+            ISSUER,
+        ],
+    );
+    assert!(UserTokens::new(&loopback.user_auth).is_ok());
+}
+
+/// With the email claim configured, a shopper cannot register or change their profile to someone
+/// else's email (which would squat it: the owner's own sign-up then answers 409).
+#[tokio::test]
+async fn a_shopper_cannot_give_their_user_record_another_persons_email() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(&url, "required", &["--user-jwt-email-claim", "email"]).await;
+    let token_c = token_with(
+        &key,
+        json!({"sub": "user_c", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "email": "c@example.com"}),
+    );
+    let token_a = token_with(
+        &key,
+        json!({"sub": "user_a", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "email": "a@example.com"}),
+    );
+    let user = |id: &str, email: &str| json!({"id": id, "firstName": "F", "lastName": "L", "email": email});
+
+    let squat = as_shopper(
+        &app,
+        Some(&token_c),
+        Method::POST,
+        "/users/add",
+        Some(&user("user_c", "victim@example.com")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        squat.assert_error(400, "invalid_argument"),
+        "email must be the email of the user token"
+    );
+    let takeover = as_shopper(
+        &app,
+        Some(&token_a),
+        Method::PUT,
+        "/users/update",
+        Some(&user("user_a", "victim@example.com")),
+        None,
+    )
+    .await;
+    takeover.assert_error(400, "invalid_argument");
+    let no_claim = as_shopper(
+        &app,
+        Some(&token_for(&key, "user_a")),
+        Method::PUT,
+        "/users/update",
+        Some(&user("user_a", "a@example.com")),
+        None,
+    )
+    .await;
+    no_claim.assert_error(400, "invalid_argument");
+    let victims: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = $1")
+        .bind("victim@example.com")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(victims, 0);
+
+    // the token's own email, in any case, works
+    let own = as_shopper(
+        &app,
+        Some(&token_c),
+        Method::POST,
+        "/users/add",
+        Some(&user("user_c", "C@Example.com")),
+        None,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+}
+
+/// Whoever can run `serve --help` in the container (or read a CI log) sees the environment's
+/// values of the settings it prints; the connection URLs carry passwords.
+#[test]
+fn serve_help_never_prints_credentials_from_the_environment() {
+    for subcommand in ["serve", "migrate"] {
+        let output = Command::new(BINARY)
+            .args([subcommand, "--help"])
+            .env(
+                "DATABASE_URL",
+                "postgres://plamatio:pg-s3cret@db.internal/plamatio",
+            )
+            .env("REDIS_URL", "redis://:redis-s3cret@cache.internal:6379")
+            .env("KAFKA_SASL_PASSWORD", "kafka-s3cret")
+            .output()
+            .expect("the plamatio-api binary runs");
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("DATABASE_URL"), "{help}");
+        assert!(!help.contains("s3cret"), "{subcommand} --help: {help}");
+    }
 }

@@ -72,6 +72,14 @@ async fn identity_provider() -> (Jwks, String, SigningKey) {
     (jwks, url, key)
 }
 
+async fn count_rows(app: &TestApp, sql: &'static str, user: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 9: cache isolation
 
@@ -450,4 +458,137 @@ fn serve_help_never_prints_credentials_from_the_environment() {
         assert!(help.contains("DATABASE_URL"), "{help}");
         assert!(!help.contains("s3cret"), "{subcommand} --help: {help}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: idempotency scoped to the caller
+
+/// User B adds to their cart with an idempotency key. User A, and a caller without a token, send
+/// the same key and the same request: neither gets B's stored response.
+#[tokio::test]
+async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_without_a_token() {
+    let (_jwks, url, key) = identity_provider().await;
+    let token_a = token_for(&key, "user_a");
+    let token_b = token_for(&key, "user_b");
+    let request = json!({"product_id": 3, "quantity": 2, "user_id": "user_b"});
+    for mode in ["required", "optional"] {
+        let app = store_with_user_auth(&url, mode, &[]).await;
+        let by_b = as_shopper(
+            &app,
+            Some(&token_b),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert_eq!(by_b.status, 200, "{mode}: {}", by_b.body);
+
+        let by_a = as_shopper(
+            &app,
+            Some(&token_a),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert!(
+            by_a.header("idempotent-replayed").is_none(),
+            "{mode}: B's response replayed to A: {}",
+            by_a.body
+        );
+        assert_ne!(by_a.raw, by_b.raw, "{mode}");
+        assert_eq!(by_a.status, 404, "{mode}: A may not act for B");
+
+        let anonymous = as_shopper(
+            &app,
+            None,
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert!(
+            anonymous.header("idempotent-replayed").is_none(),
+            "{mode}: B's response replayed without a token: {}",
+            anonymous.body
+        );
+        assert_ne!(anonymous.raw, by_b.raw, "{mode}");
+        if mode == "required" {
+            anonymous.assert_error(401, "unauthenticated");
+        }
+
+        // B's own retry is still a replay
+        let retry = as_shopper(
+            &app,
+            Some(&token_b),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{mode}");
+        assert_eq!(retry.raw, by_b.raw, "{mode}");
+    }
+}
+
+/// An attacker who learned B's idempotency key sends it first — without a token, with a forged
+/// token, with their own token and B's request, with their own token and another request. B's
+/// checkout with that key still runs, once.
+#[tokio::test]
+async fn a_stored_401_cannot_poison_another_users_idempotency_key() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(&url, "required", &[]).await;
+    let token_a = token_for(&key, "user_a");
+    let token_b = token_for(&key, "user_b");
+    let forged = token_for(&generate("rsa-1", Algorithm::RS256), "user_b");
+    let order_b =
+        json!({"user_id": "user_b", "address_id": 2, "total_price": 20.5, "status": "pending"});
+    let order_a =
+        json!({"user_id": "user_a", "address_id": 1, "total_price": 1.5, "status": "pending"});
+    let stolen_key = Some("checkout-b-42");
+
+    let attempts = [
+        (None, &order_b, 401),
+        (Some(forged.as_str()), &order_b, 401),
+        (Some("not.a.jwt"), &order_b, 401),
+        (Some(token_a.as_str()), &order_b, 404),
+        (Some(token_a.as_str()), &order_a, 422),
+    ];
+    for (token, body, expected) in attempts {
+        let response = as_shopper(
+            &app,
+            token,
+            Method::POST,
+            "/orders/add",
+            Some(body),
+            stolen_key,
+        )
+        .await;
+        // the last attempt reuses A's own record (stored 404) with another body: 422 for A only
+        assert_eq!(response.status, expected, "{}", response.body);
+    }
+
+    let by_b = as_shopper(
+        &app,
+        Some(&token_b),
+        Method::POST,
+        "/orders/add",
+        Some(&order_b),
+        stolen_key,
+    )
+    .await;
+    assert_eq!(by_b.status, 200, "B's checkout was poisoned: {}", by_b.body);
+    assert!(by_b.header("idempotent-replayed").is_none());
+    assert_eq!(by_b.body["user_id"], "user_b");
+    let orders_of_b = count_rows(
+        &app,
+        "SELECT count(*) FROM orders WHERE user_id = $1",
+        "user_b",
+    )
+    .await;
+    assert_eq!(orders_of_b, 1);
 }

@@ -170,7 +170,8 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
 
-    /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs.
+    /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs (e.g. the ingress
+    /// controller's pod range). The client is the first hop from the right that is not one of them.
     #[arg(long, env = "PLAMATIO_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
 

@@ -5,10 +5,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use axum::http::Method;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
 use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_for, token_with};
 use common::{TestApp, TestResponse, new_database_name, serve_config};
 use jsonwebtoken::Algorithm;
@@ -78,6 +81,17 @@ async fn count_rows(app: &TestApp, sql: &'static str, user: &str) -> i64 {
         .fetch_one(&app.pool)
         .await
         .unwrap()
+}
+
+async fn from_peer(app: &TestApp, peer: &str, forwarded_for: Option<&str>) -> TestResponse {
+    let mut builder = Request::get("/core/info");
+    if let Some(forwarded) = forwarded_for {
+        builder = builder.header("x-forwarded-for", forwarded);
+    }
+    let mut request = builder.body(Body::empty()).unwrap();
+    let address = SocketAddr::new(peer.parse().unwrap(), 40_000);
+    request.extensions_mut().insert(ConnectInfo(address));
+    app.send_request(request).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,4 +605,82 @@ async fn a_stored_401_cannot_poison_another_users_idempotency_key() {
     )
     .await;
     assert_eq!(orders_of_b, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 4: client addresses behind proxies
+
+/// The `X-Forwarded-For` of a client's `i`-th request.
+type ForwardedFor = fn(usize) -> String;
+
+/// Behind a trusted proxy, a client writes whatever it likes to the left of the hop the proxy
+/// appends. Rotating those entries must not give it fresh budgets, whatever form the proxy's own hop
+/// takes, and naming another client must not spend that client's budget.
+#[tokio::test]
+async fn spoofed_forwarded_for_entries_cannot_escape_or_move_another_clients_bucket() {
+    let app = TestApp::serving(
+        &new_database_name(),
+        &[
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--rate-limit-per-minute",
+            "3",
+        ],
+    )
+    .await;
+    let proxy = "10.0.0.1";
+    let cases: [(&str, ForwardedFor); 4] = [
+        ("the proxy appends the address", |i| {
+            format!("198.51.100.{i}, 203.0.113.66")
+        }),
+        ("the proxy appends address:port", |i| {
+            format!("198.51.100.{i}, 203.0.113.77:{}", 50_000 + i)
+        }),
+        ("the proxy appends a name, not an address", |i| {
+            format!("198.51.100.{i}, unknown")
+        }),
+        ("the proxy appends a second proxy first", |i| {
+            format!("198.51.100.{i}, 203.0.113.99, 10.9.9.9")
+        }),
+    ];
+    for (case, forwarded) in cases {
+        for i in 0..3 {
+            let response = from_peer(&app, proxy, Some(&forwarded(i))).await;
+            assert_eq!(response.status, 200, "{case}, request {i}");
+        }
+        let response = from_peer(&app, proxy, Some(&forwarded(3))).await;
+        assert_eq!(
+            response.status, 429,
+            "{case}: a spoofed entry escaped the limit"
+        );
+    }
+
+    // the attacker names a victim left of a hop that is no address, over and over
+    let victim = "192.0.2.50";
+    for _ in 0..5 {
+        from_peer(&app, proxy, Some(&format!("{victim}, _hidden"))).await;
+    }
+    let response = from_peer(&app, proxy, Some(victim)).await;
+    assert_eq!(response.status, 200, "the victim's budget was spent");
+    assert_eq!(response.header("x-ratelimit-remaining"), Some("2"));
+}
+
+/// An IPv6 client owns a whole /64: rotating the low 64 bits must not give it fresh budgets.
+#[tokio::test]
+async fn an_ipv6_client_cannot_escape_its_limit_by_rotating_addresses_within_its_64() {
+    let app = TestApp::serving(&new_database_name(), &["--rate-limit-per-minute", "3"]).await;
+    for (i, address) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:abcd::1"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            from_peer(&app, address, None).await.status,
+            200,
+            "request {i}"
+        );
+    }
+    let rotated = from_peer(&app, "2001:db8:1:2:ffff:ffff:ffff:ffff", None).await;
+    assert_eq!(rotated.status, 429, "a new address in the same /64 escaped");
+    let neighbour = from_peer(&app, "2001:db8:1:3::1", None).await;
+    assert_eq!(neighbour.status, 200, "another /64 has its own budget");
 }

@@ -145,13 +145,25 @@ pub struct ServeConfig {
     pub dev_keys: bool,
 
     /// Allowed CORS origins, comma-separated; `*` inside a host matches one or more characters of a
-    /// DNS label (e.g. `https://shop-*.vercel.app`).
+    /// DNS label. On a shared hosting domain pin a wildcard to your own suffix, e.g. Vercel previews
+    /// as `https://shop-*-<team-slug>.vercel.app` (`https://shop-*.vercel.app` would match anyone's
+    /// project named `shop-…`).
     #[arg(
         long,
         env = "PLAMATIO_CORS_ORIGINS",
-        default_value = "http://localhost:3000,https://plamatio-frontend.vercel.app,https://plamatio-frontend-*.vercel.app,https://plamatio.pkural.ca"
+        default_value = "https://plamatio-frontend.vercel.app,https://plamatio.pkural.ca"
     )]
     pub cors_origins: String,
+
+    /// Allow credentialed cross-origin requests (`Access-Control-Allow-Credentials: true`). The API
+    /// uses no cookies; turn this on only for a frontend that needs it.
+    #[arg(long, env = "PLAMATIO_CORS_CREDENTIALS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub cors_credentials: bool,
+
+    /// Also allow pages served from this machine (`http://localhost`, `http://127.0.0.1`,
+    /// `http://[::1]`, any port): for frontend development only.
+    #[arg(long, env = "PLAMATIO_CORS_ALLOW_LOCALHOST", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub cors_allow_localhost: bool,
 
     /// Request timeout in milliseconds (504 past it).
     #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]

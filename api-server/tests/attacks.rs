@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -23,6 +25,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/// A request as a shopper's browser sends it: the storefront key, the user token if any, an
+/// `Idempotency-Key` if any.
 async fn as_shopper(
     app: &TestApp,
     token: Option<&str>,
@@ -42,6 +46,8 @@ async fn as_shopper(
     app.send(method, path, Some(&auth), body, &headers).await
 }
 
+/// A store verifying user tokens against `jwks_url` (`mode`: `optional` or `required`), with
+/// `user_a` and `user_b`, each with one address (ids 1 and 2).
 async fn store_with_user_auth(jwks_url: &str, mode: &str, extra_flags: &[&str]) -> TestApp {
     let mut flags = vec![
         "--user-auth",
@@ -67,6 +73,7 @@ async fn store_with_user_auth(jwks_url: &str, mode: &str, extra_flags: &[&str]) 
     app
 }
 
+/// A JWKS endpoint publishing one fresh RSA key.
 async fn identity_provider() -> (Jwks, String, SigningKey) {
     let jwks = Jwks::default();
     let key = generate("rsa-1", Algorithm::RS256);
@@ -83,6 +90,7 @@ async fn count_rows(app: &TestApp, sql: &'static str, user: &str) -> i64 {
         .unwrap()
 }
 
+/// `GET /core/info` arriving from `peer`, with `X-Forwarded-For` if given.
 async fn from_peer(app: &TestApp, peer: &str, forwarded_for: Option<&str>) -> TestResponse {
     let mut builder = Request::get("/core/info");
     if let Some(forwarded) = forwarded_for {
@@ -92,6 +100,61 @@ async fn from_peer(app: &TestApp, peer: &str, forwarded_for: Option<&str>) -> Te
     let address = SocketAddr::new(peer.parse().unwrap(), 40_000);
     request.extensions_mut().insert(ConnectInfo(address));
     app.send_request(request).await
+}
+
+/// What `plamatio-api serve` logs until it listens (at most 60 s), with `env` set.
+fn serve_log(env: &[(&str, &str)]) -> String {
+    let database = new_database_name();
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("{}/{database}", common::server_url()),
+        )
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .env_remove("REDIS_URL")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env_remove("PLAMATIO_API_KEYS")
+        .env_remove("PLAMATIO_USER_AUTH")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the plamatio-api binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = String::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match received.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("plamatio-api listening") {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    common::drop_database(database);
+    assert!(
+        log.contains("plamatio-api listening"),
+        "serve did not start: {log}"
+    );
+    log
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +258,139 @@ async fn a_recreated_database_does_not_see_the_old_databases_entries() {
         recreated.get("/cart/all/user_old").await.body["data"],
         json!([])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: idempotency scoped to the caller
+
+/// User B adds to their cart with an idempotency key. User A, and a caller without a token, send
+/// the same key and the same request: neither gets B's stored response.
+#[tokio::test]
+async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_without_a_token() {
+    let (_jwks, url, key) = identity_provider().await;
+    let token_a = token_for(&key, "user_a");
+    let token_b = token_for(&key, "user_b");
+    let request = json!({"product_id": 3, "quantity": 2, "user_id": "user_b"});
+    for mode in ["required", "optional"] {
+        let app = store_with_user_auth(&url, mode, &[]).await;
+        let by_b = as_shopper(
+            &app,
+            Some(&token_b),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert_eq!(by_b.status, 200, "{mode}: {}", by_b.body);
+
+        let by_a = as_shopper(
+            &app,
+            Some(&token_a),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert!(
+            by_a.header("idempotent-replayed").is_none(),
+            "{mode}: B's response replayed to A: {}",
+            by_a.body
+        );
+        assert_ne!(by_a.raw, by_b.raw, "{mode}");
+        assert_eq!(by_a.status, 404, "{mode}: A may not act for B");
+
+        let anonymous = as_shopper(
+            &app,
+            None,
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert!(
+            anonymous.header("idempotent-replayed").is_none(),
+            "{mode}: B's response replayed without a token: {}",
+            anonymous.body
+        );
+        assert_ne!(anonymous.raw, by_b.raw, "{mode}");
+        if mode == "required" {
+            anonymous.assert_error(401, "unauthenticated");
+        }
+
+        // B's own retry is still a replay
+        let retry = as_shopper(
+            &app,
+            Some(&token_b),
+            Method::POST,
+            "/cart/add",
+            Some(&request),
+            Some("cart-b-1"),
+        )
+        .await;
+        assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{mode}");
+        assert_eq!(retry.raw, by_b.raw, "{mode}");
+    }
+}
+
+/// An attacker who learned B's idempotency key sends it first — without a token, with a forged
+/// token, with their own token and B's request, with their own token and another request. B's
+/// checkout with that key still runs, once.
+#[tokio::test]
+async fn a_stored_401_cannot_poison_another_users_idempotency_key() {
+    let (_jwks, url, key) = identity_provider().await;
+    let app = store_with_user_auth(&url, "required", &[]).await;
+    let token_a = token_for(&key, "user_a");
+    let token_b = token_for(&key, "user_b");
+    let forged = token_for(&generate("rsa-1", Algorithm::RS256), "user_b");
+    let order_b =
+        json!({"user_id": "user_b", "address_id": 2, "total_price": 20.5, "status": "pending"});
+    let order_a =
+        json!({"user_id": "user_a", "address_id": 1, "total_price": 1.5, "status": "pending"});
+    let stolen_key = Some("checkout-b-42");
+
+    let attempts = [
+        (None, &order_b, 401),
+        (Some(forged.as_str()), &order_b, 401),
+        (Some("not.a.jwt"), &order_b, 401),
+        (Some(token_a.as_str()), &order_b, 404),
+        (Some(token_a.as_str()), &order_a, 422),
+    ];
+    for (token, body, expected) in attempts {
+        let response = as_shopper(
+            &app,
+            token,
+            Method::POST,
+            "/orders/add",
+            Some(body),
+            stolen_key,
+        )
+        .await;
+        // the last attempt reuses A's own record (stored 404) with another body: 422 for A only
+        assert_eq!(response.status, expected, "{}", response.body);
+    }
+
+    let by_b = as_shopper(
+        &app,
+        Some(&token_b),
+        Method::POST,
+        "/orders/add",
+        Some(&order_b),
+        stolen_key,
+    )
+    .await;
+    assert_eq!(by_b.status, 200, "B's checkout was poisoned: {}", by_b.body);
+    assert!(by_b.header("idempotent-replayed").is_none());
+    assert_eq!(by_b.body["user_id"], "user_b");
+    let orders_of_b = count_rows(
+        &app,
+        "SELECT count(*) FROM orders WHERE user_id = $1",
+        "user_b",
+    )
+    .await;
+    assert_eq!(orders_of_b, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,136 +671,117 @@ fn serve_help_never_prints_credentials_from_the_environment() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Item 3: idempotency scoped to the caller
+// Item 8: CORS
 
-/// User B adds to their cart with an idempotency key. User A, and a caller without a token, send
-/// the same key and the same request: neither gets B's stored response.
+/// Anyone can create a Vercel project called `plamatio-frontend-evil`; its page must not be able to
+/// read the API's answers with a shopper's browser.
 #[tokio::test]
-async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_without_a_token() {
-    let (_jwks, url, key) = identity_provider().await;
-    let token_a = token_for(&key, "user_a");
-    let token_b = token_for(&key, "user_b");
-    let request = json!({"product_id": 3, "quantity": 2, "user_id": "user_b"});
-    for mode in ["required", "optional"] {
-        let app = store_with_user_auth(&url, mode, &[]).await;
-        let by_b = as_shopper(
-            &app,
-            Some(&token_b),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
-        assert_eq!(by_b.status, 200, "{mode}: {}", by_b.body);
-
-        let by_a = as_shopper(
-            &app,
-            Some(&token_a),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
+async fn a_lookalike_vercel_project_is_not_an_allowed_origin() {
+    let app = TestApp::serving(&new_database_name(), &[]).await;
+    for origin in [
+        "https://plamatio-frontend-evil.vercel.app",
+        "https://plamatio-frontend-git-main-attacker.vercel.app",
+    ] {
+        let response = app
+            .send(
+                Method::GET,
+                "/products/all",
+                Some(&format!("Bearer {}", app.storefront_key)),
+                None,
+                &[("origin", origin)],
+            )
+            .await;
         assert!(
-            by_a.header("idempotent-replayed").is_none(),
-            "{mode}: B's response replayed to A: {}",
-            by_a.body
+            response.header("access-control-allow-origin").is_none(),
+            "{origin} allowed"
         );
-        assert_ne!(by_a.raw, by_b.raw, "{mode}");
-        assert_eq!(by_a.status, 404, "{mode}: A may not act for B");
-
-        let anonymous = as_shopper(
-            &app,
-            None,
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
-        assert!(
-            anonymous.header("idempotent-replayed").is_none(),
-            "{mode}: B's response replayed without a token: {}",
-            anonymous.body
+    }
+    let pinned = TestApp::serving(
+        &new_database_name(),
+        &[
+            "--cors-origins",
+            "https://plamatio-frontend.vercel.app,https://plamatio-frontend-*-plamatio-team.vercel.app",
+        ],
+    )
+    .await;
+    for (origin, allowed) in [
+        (
+            "https://plamatio-frontend-git-main-plamatio-team.vercel.app",
+            true,
+        ),
+        ("https://plamatio-frontend-evil.vercel.app", false),
+        (
+            "https://plamatio-frontend-x-attacker-team.vercel.app",
+            false,
+        ),
+    ] {
+        let response = pinned
+            .send(Method::GET, "/core/info", None, None, &[("origin", origin)])
+            .await;
+        assert_eq!(
+            response.header("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
         );
-        assert_ne!(anonymous.raw, by_b.raw, "{mode}");
-        if mode == "required" {
-            anonymous.assert_error(401, "unauthenticated");
-        }
-
-        // B's own retry is still a replay
-        let retry = as_shopper(
-            &app,
-            Some(&token_b),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
-        assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{mode}");
-        assert_eq!(retry.raw, by_b.raw, "{mode}");
     }
 }
 
-/// An attacker who learned B's idempotency key sends it first — without a token, with a forged
-/// token, with their own token and B's request, with their own token and another request. B's
-/// checkout with that key still runs, once.
+/// Any program on a shopper's machine can serve a page on `http://localhost:3000`; such pages are
+/// allowed only when the store is configured for local frontend development.
 #[tokio::test]
-async fn a_stored_401_cannot_poison_another_users_idempotency_key() {
-    let (_jwks, url, key) = identity_provider().await;
-    let app = store_with_user_auth(&url, "required", &[]).await;
-    let token_a = token_for(&key, "user_a");
-    let token_b = token_for(&key, "user_b");
-    let forged = token_for(&generate("rsa-1", Algorithm::RS256), "user_b");
-    let order_b =
-        json!({"user_id": "user_b", "address_id": 2, "total_price": 20.5, "status": "pending"});
-    let order_a =
-        json!({"user_id": "user_a", "address_id": 1, "total_price": 1.5, "status": "pending"});
-    let stolen_key = Some("checkout-b-42");
-
-    let attempts = [
-        (None, &order_b, 401),
-        (Some(forged.as_str()), &order_b, 401),
-        (Some("not.a.jwt"), &order_b, 401),
-        (Some(token_a.as_str()), &order_b, 404),
-        (Some(token_a.as_str()), &order_a, 422),
-    ];
-    for (token, body, expected) in attempts {
-        let response = as_shopper(
-            &app,
-            token,
-            Method::POST,
-            "/orders/add",
-            Some(body),
-            stolen_key,
-        )
-        .await;
-        // the last attempt reuses A's own record (stored 404) with another body: 422 for A only
-        assert_eq!(response.status, expected, "{}", response.body);
+async fn a_page_on_localhost_is_not_an_allowed_origin_unless_asked_for() {
+    let production = TestApp::serving(&new_database_name(), &[]).await;
+    let development = TestApp::serving(&new_database_name(), &["--cors-allow-localhost"]).await;
+    for origin in ["http://localhost:3000", "http://127.0.0.1:8080"] {
+        let headers = [("origin", origin)];
+        let response = production
+            .send(Method::GET, "/core/info", None, None, &headers)
+            .await;
+        assert!(
+            response.header("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
+        let response = development
+            .send(Method::GET, "/core/info", None, None, &headers)
+            .await;
+        assert_eq!(response.header("access-control-allow-origin"), Some(origin));
     }
+}
 
-    let by_b = as_shopper(
-        &app,
-        Some(&token_b),
-        Method::POST,
-        "/orders/add",
-        Some(&order_b),
-        stolen_key,
-    )
-    .await;
-    assert_eq!(by_b.status, 200, "B's checkout was poisoned: {}", by_b.body);
-    assert!(by_b.header("idempotent-replayed").is_none());
-    assert_eq!(by_b.body["user_id"], "user_b");
-    let orders_of_b = count_rows(
-        &app,
-        "SELECT count(*) FROM orders WHERE user_id = $1",
-        "user_b",
-    )
-    .await;
-    assert_eq!(orders_of_b, 1);
+#[tokio::test]
+async fn credentials_are_not_allowed_cross_origin_unless_configured() {
+    let origin = "https://plamatio-frontend.vercel.app";
+    let preflight = [
+        ("origin", origin),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization,content-type",
+        ),
+    ];
+    let default = TestApp::serving(&new_database_name(), &[]).await;
+    let simple = default
+        .send(Method::GET, "/core/info", None, None, &[("origin", origin)])
+        .await;
+    let preflighted = default
+        .send(Method::OPTIONS, "/cart/add", None, None, &preflight)
+        .await;
+    for response in [simple, preflighted] {
+        assert_eq!(response.header("access-control-allow-origin"), Some(origin));
+        assert!(
+            response
+                .header("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+    let configured = TestApp::serving(&new_database_name(), &["--cors-credentials"]).await;
+    let response = configured
+        .send(Method::OPTIONS, "/cart/add", None, None, &preflight)
+        .await;
+    assert_eq!(
+        response.header("access-control-allow-credentials"),
+        Some("true")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,4 +860,32 @@ async fn an_ipv6_client_cannot_escape_its_limit_by_rotating_addresses_within_its
     assert_eq!(rotated.status, 429, "a new address in the same /64 escaped");
     let neighbour = from_peer(&app, "2001:db8:1:3::1", None).await;
     assert_eq!(neighbour.status, 200, "another /64 has its own budget");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 1 (API side): the insecure mode says so
+
+#[test]
+fn serve_warns_when_user_auth_is_off_while_a_storefront_key_is_configured() {
+    let warning = "PLAMATIO_USER_AUTH is off while a storefront key is configured";
+    let log = serve_log(&[("PLAMATIO_DEV_KEYS", "true")]);
+    assert!(log.contains(warning), "{log}");
+
+    let log = serve_log(&[
+        ("PLAMATIO_DEV_KEYS", "true"),
+        ("PLAMATIO_USER_AUTH", "required"),
+        (
+            "PLAMATIO_USER_JWKS_URL",
+            "http://127.0.0.1:9/.well-known/jwks.json",
+        ),
+        ("PLAMATIO_USER_JWT_ISSUER", ISSUER),
+    ]);
+    assert!(!log.contains(warning), "{log}");
+
+    let admin_only = format!(
+        "admin:{}",
+        plamatio_api::auth::digest_hex(&plamatio_api::auth::generate_key())
+    );
+    let log = serve_log(&[("PLAMATIO_API_KEYS", admin_only.as_str())]);
+    assert!(!log.contains(warning), "{log}");
 }

@@ -103,6 +103,13 @@ impl ApiKeys {
         self.entries.is_empty()
     }
 
+    /// Whether a key of `scope` is configured.
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.entries
+            .iter()
+            .any(|(_, configured)| *configured == scope)
+    }
+
     /// Checks an `Authorization` header value and returns the caller it identifies.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let key = header

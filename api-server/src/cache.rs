@@ -10,6 +10,11 @@
 //! background until Redis answers. A reader that loaded the old row before a commit must not store it
 //! after the invalidation: within one process, a load that overlapped any invalidation does not store
 //! its result; across replicas, every invalidation is repeated once shortly afterwards.
+//!
+//! Every key starts with the store's [`namespace`]: the configured prefix and the store's id, kept in
+//! its database. Key names alone (`cart-cache/2`) say nothing about which database a row came from,
+//! so without the id two stores sharing one Redis, or a database recreated while Redis kept its
+//! entries, would serve each other's rows.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -36,6 +41,12 @@ const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 const REINVALIDATE_AFTER: Duration = Duration::from_millis(500);
 /// Upper bound of keys remembered for a retried invalidation.
 const MAX_PENDING_INVALIDATIONS: usize = 100_000;
+
+/// The namespace every key of a store starts with: `PLAMATIO_CACHE_PREFIX`, then the store's id
+/// (see [`crate::db::store_id`]), e.g. `shop-a:0193…:` + `product-cache/7`.
+pub fn namespace(prefix: &str, store_id: uuid::Uuid) -> String {
+    format!("{prefix}{store_id}:")
+}
 
 /// A cache key: its keyspace (the part before the first `/`, used for metrics), full name and TTL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -174,7 +185,8 @@ pub struct Cache {
 
 struct CacheInner {
     backend: Backend,
-    prefix: String,
+    /// Start of every key: the configured prefix and the store's id.
+    namespace: String,
     metrics: Metrics,
     /// Bumped by every invalidation: a load that overlapped one does not store its result.
     invalidations: AtomicU64,
@@ -183,11 +195,12 @@ struct CacheInner {
 }
 
 impl Cache {
-    /// A Redis-backed cache. The connection is made lazily, so a Redis that is down at start-up only
-    /// makes every look-up a miss until it comes up.
+    /// A Redis-backed cache whose keys all start with `namespace` (see [`namespace`]). The
+    /// connection is made lazily, so a Redis that is down at start-up only makes every look-up a miss
+    /// until it comes up.
     pub fn redis(
         url: &str,
-        prefix: &str,
+        namespace: &str,
         timeout: Duration,
         metrics: Metrics,
     ) -> Result<Cache, redis::RedisError> {
@@ -207,7 +220,7 @@ impl Cache {
                     bypass_until_ms: AtomicU64::new(0),
                     pending_invalidations: Mutex::new(HashSet::new()),
                 }),
-                prefix: prefix.to_owned(),
+                namespace: namespace.to_owned(),
                 metrics,
                 invalidations: AtomicU64::new(0),
                 ttl_override_seconds: AtomicU64::new(0),
@@ -217,8 +230,8 @@ impl Cache {
         Ok(cache)
     }
 
-    /// An in-process cache bounded to `max_bytes` of values.
-    pub fn memory(max_bytes: u64, prefix: &str, metrics: Metrics) -> Cache {
+    /// An in-process cache bounded to `max_bytes` of values, its keys starting with `namespace`.
+    pub fn memory(max_bytes: u64, namespace: &str, metrics: Metrics) -> Cache {
         let store = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, entry: &MemoryEntry| {
@@ -229,7 +242,7 @@ impl Cache {
         Cache {
             inner: Arc::new(CacheInner {
                 backend: Backend::Memory(store),
-                prefix: prefix.to_owned(),
+                namespace: namespace.to_owned(),
                 metrics,
                 invalidations: AtomicU64::new(0),
                 ttl_override_seconds: AtomicU64::new(0),
@@ -252,6 +265,11 @@ impl Cache {
         }
     }
 
+    /// What every key of this cache starts with.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.inner.backend {
             Backend::Redis(_) => "redis",
@@ -260,7 +278,7 @@ impl Cache {
     }
 
     fn full_name(&self, key: &CacheKey) -> String {
-        format!("{}{}", self.inner.prefix, key.name)
+        format!("{}{}", self.inner.namespace, key.name)
     }
 
     fn record_error(&self, key: &CacheKey, operation: &'static str, failure: &CacheFailure) {

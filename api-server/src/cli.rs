@@ -19,13 +19,13 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::auth::{self, ApiKeys, Scope};
-use crate::cache::Cache;
+use crate::cache::{self, Cache};
 use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
 use crate::events::ingest::IngestQuota;
 use crate::events::relay::{self, Relay, RelaySettings};
-use crate::identity::UserTokens;
+use crate::identity::{UserAuthMode, UserTokens};
 use crate::metrics::Metrics;
-use crate::middleware::EdgeConfig;
+use crate::middleware::{self, EdgeConfig};
 use crate::ratelimit::{self, RateLimits};
 use crate::{AppState, db, events, idempotency, telemetry};
 
@@ -84,8 +84,31 @@ pub fn edge_config(config: &ServeConfig) -> EdgeConfig {
             .filter(|origin| !origin.is_empty())
             .map(str::to_owned)
             .collect(),
+        cors_credentials: config.cors_credentials,
+        cors_localhost: config.cors_allow_localhost,
         request_timeout: config.request_timeout(),
         http_metrics: config.observability,
+    }
+}
+
+/// Start-up warnings about settings that leave shoppers exposed.
+fn warn_about_exposure(config: &ServeConfig, keys: &ApiKeys) {
+    if config.user_auth.user_auth == UserAuthMode::Off && keys.has_scope(Scope::Storefront) {
+        tracing::warn!(
+            "PLAMATIO_USER_AUTH is off while a storefront key is configured: the storefront key ships \
+             in the browser bundle, so anyone can read and change any shopper's cart, orders, \
+             addresses and profile by naming their user id; set PLAMATIO_USER_AUTH=required (see \
+             \"Threat model\" in the README)"
+        );
+    }
+    for pattern in edge_config(config).cors_origins {
+        if middleware::is_unpinned_shared_host_pattern(&pattern) {
+            tracing::warn!(
+                pattern = %pattern,
+                "CORS origin pattern matches anyone's project on a shared hosting domain; pin the \
+                 wildcard to your own suffix (e.g. https://shop-*-<team-slug>.vercel.app)"
+            );
+        }
     }
 }
 
@@ -120,22 +143,24 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         db::migrate(&pool).await.context("applying migrations")?;
     }
     let metrics = Metrics::new().context("registering metrics")?;
+    let store_id = db::store_id(&pool)
+        .await
+        .context("reading the store id (apply the migrations: `plamatio-api migrate`)")?;
+    let namespace = cache::namespace(&config.cache_prefix, store_id);
     let cache = match &config.redis_url {
-        Some(url) if !url.trim().is_empty() => Cache::redis(
-            url,
-            &config.cache_prefix,
-            config.redis_timeout(),
-            metrics.clone(),
-        )
-        .context("configuring the Redis cache")?,
+        Some(url) if !url.trim().is_empty() => {
+            Cache::redis(url, &namespace, config.redis_timeout(), metrics.clone())
+                .context("configuring the Redis cache")?
+        }
         _ => Cache::memory(
             config.memory_cache_mib * 1024 * 1024,
-            &config.cache_prefix,
+            &namespace,
             metrics.clone(),
         ),
     };
     cache.set_ttl_override(config.cache_ttl_seconds.map(Duration::from_secs));
-    tracing::info!(cache = cache.backend_name(), "cache ready");
+    tracing::info!(cache = cache.backend_name(), namespace = %namespace, "cache ready");
+    warn_about_exposure(config, &keys);
     let proxies = ratelimit::parse_trusted_proxies(&config.trusted_proxies)
         .context("parsing PLAMATIO_TRUSTED_PROXIES")?;
     let limits = RateLimits::new(config.rate_limit_per_minute, proxies);

@@ -67,10 +67,12 @@ pub enum KeysCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL; the database is created when it does not exist.
+    /// PostgreSQL URL; the database is created when it does not exist. (Its value in the
+    /// environment, which may hold a password, is never printed by `--help`.)
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/plamatio"
     )]
     pub database_url: String,
@@ -113,11 +115,13 @@ pub struct ServeConfig {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Redis URL for the shared cache; without it an in-process cache is used.
-    #[arg(long, env = "REDIS_URL")]
+    /// Redis URL for the shared cache; without it an in-process cache is used. (Its value in the
+    /// environment, which may hold a password, is never printed by `--help`.)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Prefix for every cache key (lets several stores or test runs share one Redis).
+    /// Prefix of every cache key, before the store's id (which alone keeps stores sharing one Redis
+    /// apart; the prefix groups a store's keys for operators).
     #[arg(long, env = "PLAMATIO_CACHE_PREFIX", default_value = "")]
     pub cache_prefix: String,
 
@@ -142,13 +146,25 @@ pub struct ServeConfig {
     pub dev_keys: bool,
 
     /// Allowed CORS origins, comma-separated; `*` inside a host matches one or more characters of a
-    /// DNS label (e.g. `https://shop-*.vercel.app`).
+    /// DNS label. On a shared hosting domain pin a wildcard to your own suffix, e.g. Vercel previews
+    /// as `https://shop-*-<team-slug>.vercel.app` (`https://shop-*.vercel.app` would match anyone's
+    /// project named `shop-…`).
     #[arg(
         long,
         env = "PLAMATIO_CORS_ORIGINS",
-        default_value = "http://localhost:3000,https://plamatio-frontend.vercel.app,https://plamatio-frontend-*.vercel.app,https://plamatio.pkural.ca"
+        default_value = "https://plamatio-frontend.vercel.app,https://plamatio.pkural.ca"
     )]
     pub cors_origins: String,
+
+    /// Allow credentialed cross-origin requests (`Access-Control-Allow-Credentials: true`). The API
+    /// uses no cookies; turn this on only for a frontend that needs it.
+    #[arg(long, env = "PLAMATIO_CORS_CREDENTIALS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub cors_credentials: bool,
+
+    /// Also allow pages served from this machine (`http://localhost`, `http://127.0.0.1`,
+    /// `http://[::1]`, any port): for frontend development only.
+    #[arg(long, env = "PLAMATIO_CORS_ALLOW_LOCALHOST", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub cors_allow_localhost: bool,
 
     /// Request timeout in milliseconds (504 past it).
     #[arg(long, env = "PLAMATIO_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
@@ -167,7 +183,8 @@ pub struct ServeConfig {
     #[arg(long, env = "PLAMATIO_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
 
-    /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs.
+    /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs (e.g. the ingress
+    /// controller's pod range). The client is the first hop from the right that is not one of them.
     #[arg(long, env = "PLAMATIO_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
 

@@ -1,4 +1,5 @@
-//! PostgreSQL connection pool, database creation and the embedded sqlx migrations (schema + seed).
+//! PostgreSQL connection pool, database creation, the embedded sqlx migrations (schema + seed) and
+//! the store's identity (the id that namespaces its cache entries).
 
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -61,6 +62,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// The store's id, generated when the database was first migrated (`store_identity`). A recreated
+/// database gets a new one.
+pub async fn store_id(pool: &PgPool) -> Result<uuid::Uuid, sqlx::Error> {
+    sqlx::query_scalar("SELECT store_id FROM store_identity")
+        .fetch_one(pool)
+        .await
 }
 
 /// `TCP_NODELAY` for the TCP connections sqlx opened (see [`pool_options`]).

@@ -1,8 +1,15 @@
 //! `Idempotency-Key` on POST and PUT: the first response (2xx or 4xx) to a keyed request is stored in
-//! PostgreSQL for 24 hours, scoped to the API key, and replayed to retries with the same request
-//! (`Idempotent-Replayed: true`). The same key with another request is 422. A duplicate that arrives
-//! while the first is running waits for it (up to 9.5 s, then 409 `aborted`); exactly one executes.
-//! 5xx responses are not stored, so a retry runs again.
+//! PostgreSQL for 24 hours and replayed to retries with the same request (`Idempotent-Replayed:
+//! true`). The same key with another request is 422. A duplicate that arrives while the first is
+//! running waits for it (up to 9.5 s, then 409 `aborted`); exactly one executes. 5xx responses are
+//! not stored, so a retry runs again.
+//!
+//! A record belongs to its caller: the API key and, with user tokens verified, the end user (the
+//! token's `sub`, verified before anything is looked up; empty without a token). The storefront key
+//! is public, so without the end user one shopper's response could be replayed to another who
+//! guessed or saw the key, and anyone could claim a shopper's key first. A request whose token does
+//! not verify is not recorded at all, and neither are 401, 403 and 429 answers: they say something
+//! about the caller, not about the request, and must not stick to the key.
 //!
 //! The record is claimed with an `INSERT … ON CONFLICT DO NOTHING` before the handler runs. A claim
 //! left behind by a process that died mid-request is taken over after a minute (longer than any
@@ -20,6 +27,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::AppState;
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::middleware::BODY_LIMIT_BYTES;
 
@@ -49,6 +57,24 @@ fn fingerprint(method: &Method, path: &str, key_id: &str, body: &[u8]) -> Vec<u8
     hasher.finalize().to_vec()
 }
 
+/// Which record a request maps to.
+#[derive(Debug, Clone, Copy)]
+struct RecordId<'a> {
+    api_key_id: &'a str,
+    /// The verified token's subject, or empty.
+    end_user: &'a str,
+    key: &'a str,
+}
+
+/// Whether a response to a keyed request is stored for replay.
+fn is_recorded(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        ))
+}
+
 enum Claim {
     /// This request owns the key: run it and record the outcome.
     Owned,
@@ -69,15 +95,16 @@ struct Record {
     abandoned: bool,
 }
 
-async fn claim(pool: &PgPool, key_id: &str, key: &str, print: &[u8]) -> Result<Claim, sqlx::Error> {
+async fn claim(pool: &PgPool, id: RecordId<'_>, print: &[u8]) -> Result<Claim, sqlx::Error> {
     let started = Instant::now();
     loop {
         let inserted: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO idempotency_keys (api_key_id, idempotency_key, fingerprint) \
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true",
+            "INSERT INTO idempotency_keys (api_key_id, end_user, idempotency_key, fingerprint) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
         )
-        .bind(key_id)
-        .bind(key)
+        .bind(id.api_key_id)
+        .bind(id.end_user)
+        .bind(id.key)
         .bind(print)
         .fetch_optional(pool)
         .await?;
@@ -88,17 +115,19 @@ async fn claim(pool: &PgPool, key_id: &str, key: &str, print: &[u8]) -> Result<C
             "SELECT fingerprint, status_code, response_body, \
                     created_at < now() - interval '24 hours' AS expired, \
                     completed_at IS NULL AND created_at < now() - interval '60 seconds' AS abandoned \
-             FROM idempotency_keys WHERE api_key_id = $1 AND idempotency_key = $2",
+             FROM idempotency_keys \
+             WHERE api_key_id = $1 AND end_user = $2 AND idempotency_key = $3",
         )
-        .bind(key_id)
-        .bind(key)
+        .bind(id.api_key_id)
+        .bind(id.end_user)
+        .bind(id.key)
         .fetch_optional(pool)
         .await?;
         match record {
             // The first request failed with a 5xx and released the key: claim it again.
             None => continue,
             Some(record) if record.expired || record.abandoned => {
-                release(pool, key_id, key).await?;
+                release(pool, id).await?;
                 continue;
             }
             Some(record) if record.fingerprint != print => return Ok(Claim::Mismatch),
@@ -118,28 +147,32 @@ async fn claim(pool: &PgPool, key_id: &str, key: &str, print: &[u8]) -> Result<C
     }
 }
 
-async fn release(pool: &PgPool, key_id: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND idempotency_key = $2")
-        .bind(key_id)
-        .bind(key)
-        .execute(pool)
-        .await
-        .map(|_| ())
+async fn release(pool: &PgPool, id: RecordId<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys \
+         WHERE api_key_id = $1 AND end_user = $2 AND idempotency_key = $3",
+    )
+    .bind(id.api_key_id)
+    .bind(id.end_user)
+    .bind(id.key)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 async fn record(
     pool: &PgPool,
-    key_id: &str,
-    key: &str,
+    id: RecordId<'_>,
     status: u16,
     body: &[u8],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $3, response_body = $4, completed_at = now() \
-         WHERE api_key_id = $1 AND idempotency_key = $2",
+        "UPDATE idempotency_keys SET status_code = $4, response_body = $5, completed_at = now() \
+         WHERE api_key_id = $1 AND end_user = $2 AND idempotency_key = $3",
     )
-    .bind(key_id)
-    .bind(key)
+    .bind(id.api_key_id)
+    .bind(id.end_user)
+    .bind(id.key)
     .bind(i32::from(status))
     .bind(body)
     .execute(pool)
@@ -182,6 +215,20 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Ok(caller) = state.keys.authenticate(authorization) else {
         return next.run(request).await;
     };
+    // The end user is verified before any record is looked up. A request whose token fails (or
+    // lacks one where it is required) runs unrecorded: the handler answers it 401.
+    let end_user = match (&state.user_tokens, caller.scope) {
+        (Some(tokens), Scope::Storefront) => match tokens.user_of(request.headers()).await {
+            Ok(user) => user.map(|user| user.subject).unwrap_or_default(),
+            Err(_) => return next.run(request).await,
+        },
+        _ => String::new(),
+    };
+    let id = RecordId {
+        api_key_id: &caller.key_id,
+        end_user: &end_user,
+        key: &key,
+    };
     let (parts, body) = request.into_parts();
     let body: Bytes = match to_bytes(body, BODY_LIMIT_BYTES).await {
         Ok(bytes) => bytes,
@@ -194,7 +241,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         .unwrap_or("/");
     let print = fingerprint(&parts.method, path, &caller.key_id, &body);
     let pool = &state.pool;
-    match claim(pool, &caller.key_id, &key, &print).await {
+    match claim(pool, id, &print).await {
         Err(error) => ApiError::from(error).into_response(),
         Ok(Claim::Replay { status, body }) => replay(status, body),
         Ok(Claim::Mismatch) => {
@@ -213,19 +260,19 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
                 Ok(bytes) => bytes,
                 Err(error) => {
                     tracing::error!(%error, "could not buffer a keyed response");
-                    let _ = release(pool, &caller.key_id, &key).await;
+                    let _ = release(pool, id).await;
                     return ApiError::internal(anyhow::anyhow!("response too large to record"))
                         .into_response();
                 }
             };
-            let outcome = if status.is_server_error() {
-                release(pool, &caller.key_id, &key).await
+            let outcome = if is_recorded(status) {
+                record(pool, id, status.as_u16(), &bytes).await
             } else {
-                record(pool, &caller.key_id, &key, status.as_u16(), &bytes).await
+                release(pool, id).await
             };
             if let Err(error) = outcome {
                 tracing::error!(%error, "could not record the idempotent response");
-                let _ = release(pool, &caller.key_id, &key).await;
+                let _ = release(pool, id).await;
             }
             Response::from_parts(response_parts, Body::from(bytes))
         }
@@ -252,6 +299,22 @@ mod tests {
         assert!(!is_valid_key(b""));
         assert!(!is_valid_key(b"tab\there"));
         assert!(!is_valid_key("é".as_bytes()));
+    }
+
+    #[test]
+    fn answers_about_the_caller_and_server_errors_are_not_recorded() {
+        for status in [200, 400, 404, 409, 422] {
+            assert!(
+                is_recorded(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
+        for status in [401, 403, 429, 500, 503, 504] {
+            assert!(
+                !is_recorded(StatusCode::from_u16(status).unwrap()),
+                "{status}"
+            );
+        }
     }
 
     #[test]

@@ -6,18 +6,27 @@
 //!
 //! Keys come from the provider's JWKS, cached and refreshed when a token names an unknown `kid` (at
 //! most once per [`MIN_REFRESH_INTERVAL`], with a short timeout, so a JWKS outage never stalls
-//! requests: the cached keys keep working). Only RS256, ES256 and EdDSA are accepted.
+//! requests: the cached keys keep working). Only RS256, ES256 and EdDSA are accepted. Whoever can
+//! answer the JWKS request can mint tokens for every shopper, so the JWKS is fetched over https only
+//! (plain http only from a loopback address, for tests), redirects are not followed and the body is
+//! capped at [`MAX_JWKS_BYTES`].
+//!
+//! A token must carry `sub`, `iss` (the configured issuer) and `exp`; `nbf`, when present, must have
+//! passed; with an audience configured, `aud` is required and must name it; with authorized parties
+//! configured, `azp` is required and must be one of them (Clerk sets it to the frontend's origin). With
+//! an email claim configured, a shopper can only give their user record the token's email.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use clap::{Args, ValueEnum};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::auth::{Caller, Scope, Storefront};
@@ -33,6 +42,8 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Accepted clock skew for `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 60;
+/// Largest JWKS body read; a provider's key set is a few kilobytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum UserAuthMode {
@@ -46,7 +57,7 @@ pub enum UserAuthMode {
 }
 
 /// The `PLAMATIO_USER_*` settings.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct UserAuthConfig {
     #[arg(long, env = "PLAMATIO_USER_AUTH", value_enum, ignore_case = true, default_value_t = UserAuthMode::Off)]
     pub user_auth: UserAuthMode,
@@ -56,22 +67,75 @@ pub struct UserAuthConfig {
     /// Required `iss` of tokens.
     #[arg(long, env = "PLAMATIO_USER_JWT_ISSUER")]
     pub user_jwt_issuer: Option<String>,
-    /// Required `aud` of tokens, if the provider sets one.
+    /// Required `aud` of tokens, if the provider sets one (a token without `aud` is then refused).
     #[arg(long, env = "PLAMATIO_USER_JWT_AUDIENCE")]
     pub user_jwt_audience: Option<String>,
+    /// Accepted `azp` (authorized party) values, comma-separated, e.g. the shop's origin
+    /// `https://shop.example.com`; when set, a token without one of them is refused.
+    #[arg(long, env = "PLAMATIO_USER_JWT_AUTHORIZED_PARTIES", default_value = "")]
+    pub user_jwt_authorized_parties: String,
+    /// Claim holding the user's email (e.g. `email`); when set, a shopper can create or update their
+    /// user record only with the email of their token.
+    #[arg(long, env = "PLAMATIO_USER_JWT_EMAIL_CLAIM")]
+    pub user_jwt_email_claim: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserAuthConfigError {
     #[error("PLAMATIO_USER_AUTH={0:?} needs PLAMATIO_USER_JWKS_URL and PLAMATIO_USER_JWT_ISSUER")]
     Incomplete(UserAuthMode),
+    #[error(
+        "PLAMATIO_USER_JWKS_URL {0:?} must be an https URL (plain http only for a loopback address)"
+    )]
+    InsecureJwksUrl(String),
     #[error("could not build the JWKS client: {0}")]
     Client(#[from] reqwest::Error),
 }
 
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
+/// The user a verified token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedUser {
+    /// The token's `sub`: the identity provider's user id.
+    pub subject: String,
+    /// The token's `exp` (seconds since the epoch).
+    pub expires_at: u64,
+    /// With an email claim configured: the token's email, `None` when the token carries none.
+    email_binding: Option<Option<String>>,
+}
+
+/// Why a JWKS fetch failed (the cached keys stay).
+#[derive(Debug, thiserror::Error)]
+enum JwksFetchError {
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the JWKS endpoint answered {0} (redirects are not followed)")]
+    Status(reqwest::StatusCode),
+    #[error("the JWKS is larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("the JWKS is not a JSON key set: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Whether a JWKS URL is acceptable: https, or http to a loopback address (tests, sidecars).
+pub fn is_acceptable_jwks_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match url.scheme() {
+        "https" => !host.is_empty(),
+        "http" => {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 struct KeyCache {
@@ -85,6 +149,8 @@ pub struct UserTokens {
     jwks_url: String,
     issuer: String,
     audience: Option<String>,
+    authorized_parties: Vec<String>,
+    email_claim: Option<String>,
     client: reqwest::Client,
     cache: RwLock<KeyCache>,
     refreshing: Mutex<()>,
@@ -118,15 +184,30 @@ impl UserTokens {
         else {
             return Err(UserAuthConfigError::Incomplete(config.user_auth));
         };
+        if !is_acceptable_jwks_url(jwks_url) {
+            return Err(UserAuthConfigError::InsecureJwksUrl(jwks_url.clone()));
+        }
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Some(Arc::new(UserTokens {
             mode: config.user_auth,
             jwks_url: jwks_url.clone(),
             issuer: issuer.clone(),
             audience: config.user_jwt_audience.clone().filter(|a| !a.is_empty()),
+            authorized_parties: config
+                .user_jwt_authorized_parties
+                .split(',')
+                .map(str::trim)
+                .filter(|party| !party.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            email_claim: config
+                .user_jwt_email_claim
+                .clone()
+                .filter(|claim| !claim.trim().is_empty()),
             client,
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
@@ -159,16 +240,7 @@ impl UserTokens {
         if recent {
             return;
         }
-        let fetched = async {
-            let response = self
-                .client
-                .get(&self.jwks_url)
-                .send()
-                .await?
-                .error_for_status()?;
-            response.json::<JwkSet>().await
-        }
-        .await;
+        let fetched = self.fetch_jwks().await;
         let mut cache = self.cache.write().await;
         cache.fetched_at = Some(Instant::now());
         match fetched {
@@ -195,6 +267,29 @@ impl UserTokens {
         }
     }
 
+    /// One GET of the JWKS: a 2xx answer (a redirect is a failure) of at most [`MAX_JWKS_BYTES`].
+    async fn fetch_jwks(&self) -> Result<JwkSet, JwksFetchError> {
+        let mut response = self.client.get(&self.jwks_url).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(JwksFetchError::Status(status));
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
+        {
+            return Err(JwksFetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(JwksFetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
     async fn key_for(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
         if let Some(found) = self.cache.read().await.keys.get(kid) {
             return Some(found.clone());
@@ -203,8 +298,8 @@ impl UserTokens {
         self.cache.read().await.keys.get(kid).cloned()
     }
 
-    /// Verifies a token and returns its subject.
-    pub async fn verify(&self, token: &str) -> ApiResult<String> {
+    /// Verifies a token and returns the user it names.
+    pub async fn verify(&self, token: &str) -> ApiResult<VerifiedUser> {
         let invalid = || ApiError::Unauthenticated("invalid user token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if !matches!(
@@ -220,20 +315,67 @@ impl UserTokens {
         }
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_issuer(&[self.issuer.as_str()]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         match &self.audience {
-            Some(audience) => validation.set_audience(&[audience.as_str()]),
-            None => validation.validate_aud = false,
+            Some(audience) => {
+                validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+                validation.set_audience(&[audience.as_str()]);
+            }
+            None => {
+                validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+                validation.validate_aud = false;
+            }
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
-            tracing::info!(%error, "user token rejected");
-            invalid()
-        })?;
-        if data.claims.sub.is_empty() {
-            return Err(invalid());
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|error| {
+                tracing::info!(%error, "user token rejected");
+                invalid()
+            })?
+            .claims;
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|subject| !subject.is_empty())
+            .ok_or_else(invalid)?;
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or_else(invalid)?;
+        if !self.authorized_parties.is_empty() {
+            let party = claims.get("azp").and_then(Value::as_str);
+            if !party.is_some_and(|party| self.authorized_parties.iter().any(|p| p == party)) {
+                tracing::info!(azp = ?party, "user token rejected: unexpected authorized party");
+                return Err(invalid());
+            }
         }
-        Ok(data.claims.sub)
+        let email_binding = self.email_claim.as_ref().map(|claim| {
+            claims
+                .get(claim)
+                .and_then(Value::as_str)
+                .map(|email| email.trim().to_owned())
+                .filter(|email| !email.is_empty())
+        });
+        Ok(VerifiedUser {
+            subject: subject.to_owned(),
+            expires_at,
+            email_binding,
+        })
+    }
+
+    /// The user named by a request's `X-User-Token`: `Ok(None)` without a token, an error for an
+    /// invalid one or a missing one in `required` mode.
+    pub async fn user_of(&self, headers: &HeaderMap) -> ApiResult<Option<VerifiedUser>> {
+        let token = headers
+            .get(USER_TOKEN_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty());
+        match (token, self.mode) {
+            (Some(token), _) => Ok(Some(self.verify(token).await?)),
+            (None, UserAuthMode::Required) => Err(ApiError::Unauthenticated("user token required")),
+            (None, _) => Ok(None),
+        }
     }
 }
 
@@ -241,16 +383,39 @@ impl UserTokens {
 #[derive(Debug, Clone)]
 pub struct Shopper {
     pub caller: Caller,
-    /// The token's `sub`, when the caller is bound to one user.
-    bound_to: Option<String>,
+    /// The token's user, when the caller is bound to one.
+    bound_to: Option<VerifiedUser>,
 }
 
 impl Shopper {
     /// Whether the caller may act for `user_id`.
     pub fn may_act_for(&self, user_id: &str) -> bool {
         self.bound_to
-            .as_deref()
-            .is_none_or(|subject| subject == user_id)
+            .as_ref()
+            .is_none_or(|user| user.subject == user_id)
+    }
+
+    /// With an email claim configured, a bound caller may only use its token's email
+    /// (case-insensitive) for its user record; 400 naming the field otherwise.
+    pub fn check_email(&self, email: &str) -> ApiResult<()> {
+        let Some(binding) = self
+            .bound_to
+            .as_ref()
+            .and_then(|user| user.email_binding.as_ref())
+        else {
+            return Ok(());
+        };
+        match binding {
+            Some(token_email) if token_email.eq_ignore_ascii_case(email.trim()) => Ok(()),
+            Some(_) => Err(ApiError::invalid_with(
+                "email must be the email of the user token",
+                serde_json::json!({ "field": "email" }),
+            )),
+            None => Err(ApiError::invalid_with(
+                "the user token carries no email",
+                serde_json::json!({ "field": "email" }),
+            )),
+        }
     }
 
     /// `Ok` when the caller may act for `user_id`, else `not_found()` (as if the row did not exist).
@@ -269,7 +434,7 @@ impl Shopper {
 
     /// The user the caller is bound to, if any.
     pub fn bound_user(&self) -> Option<&str> {
-        self.bound_to.as_deref()
+        self.bound_to.as_ref().map(|user| user.subject.as_str())
     }
 }
 
@@ -295,19 +460,7 @@ where
                 bound_to: None,
             });
         }
-        let token = parts
-            .headers
-            .get(USER_TOKEN_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|token| !token.is_empty());
-        let bound_to = match (token, tokens.mode()) {
-            (Some(token), _) => Some(tokens.verify(token).await?),
-            (None, UserAuthMode::Required) => {
-                return Err(ApiError::Unauthenticated("user token required"));
-            }
-            (None, _) => None,
-        };
+        let bound_to = tokens.user_of(&parts.headers).await?;
         Ok(Shopper { caller, bound_to })
     }
 }
@@ -366,7 +519,11 @@ mod tests {
                 scope: Scope::Storefront,
                 key_id: "k".into(),
             },
-            bound_to: bound_to.map(str::to_owned),
+            bound_to: bound_to.map(|subject| VerifiedUser {
+                subject: subject.to_owned(),
+                expires_at: u64::MAX,
+                email_binding: None,
+            }),
         }
     }
 
@@ -389,7 +546,7 @@ mod tests {
             user_auth: UserAuthMode::Required,
             user_jwks_url: None,
             user_jwt_issuer: Some("https://issuer".into()),
-            user_jwt_audience: None,
+            ..UserAuthConfig::default()
         };
         assert!(matches!(
             UserTokens::new(&config),
@@ -400,5 +557,41 @@ mod tests {
             ..config
         };
         assert!(UserTokens::new(&off).unwrap().is_none());
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback_http() {
+        for good in [
+            "https://shop.clerk.accounts.dev/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://[::1]:8080/jwks.json",
+            "http://localhost/jwks.json",
+        ] {
+            assert!(is_acceptable_jwks_url(good), "{good}");
+        }
+        for bad in [
+            "http://shop.clerk.accounts.dev/.well-known/jwks.json",
+            "http://10.0.0.1/jwks.json",
+            "http://localhost.evil.example/jwks.json",
+            "ftp://example.com/jwks.json",
+            "not a url",
+        ] {
+            assert!(!is_acceptable_jwks_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_binding_compares_case_insensitively_and_needs_the_claim() {
+        let mut shopper = shopper(Some("user_a"));
+        assert!(shopper.check_email("anything@example.com").is_ok());
+        if let Some(user) = shopper.bound_to.as_mut() {
+            user.email_binding = Some(Some("Ada@Example.com".into()));
+        }
+        assert!(shopper.check_email("ada@example.com").is_ok());
+        assert!(shopper.check_email("eve@example.com").is_err());
+        if let Some(user) = shopper.bound_to.as_mut() {
+            user.email_binding = Some(None);
+        }
+        assert!(shopper.check_email("ada@example.com").is_err());
     }
 }

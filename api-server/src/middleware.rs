@@ -1,6 +1,11 @@
 //! The tower/tower-http layers around the router: request ids, tracing spans, CORS, compression,
 //! timeouts, body limits, panic catching, and the layer that gives every error the JSON shape of the
 //! contract (including the ones produced outside handlers: 404 routes, 405, 413, 504).
+//!
+//! CORS decides which web pages may read the API's answers with a shopper's browser. Only the listed
+//! origins are allowed; a `*` pattern on a shared hosting domain must be pinned to the owner's suffix
+//! (`https://shop-*-myteam.vercel.app`), because anyone can deploy `shop-evil.vercel.app`. Pages on
+//! this machine (`http://localhost:…`) and credentialed requests are allowed only when configured.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -34,6 +39,11 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
+    /// Answer `Access-Control-Allow-Credentials: true` (`PLAMATIO_CORS_CREDENTIALS`).
+    pub cors_credentials: bool,
+    /// Also allow `http://localhost`, `http://127.0.0.1` and `http://[::1]` on any port
+    /// (`PLAMATIO_CORS_ALLOW_LOCALHOST`).
+    pub cors_localhost: bool,
     pub request_timeout: Duration,
     /// Count and time requests for `/metrics`.
     pub http_metrics: bool,
@@ -137,17 +147,58 @@ pub fn origin_matches(pattern: &str, origin: &str) -> bool {
     }
 }
 
-fn cors_layer(origins: Vec<String>) -> CorsLayer {
+/// Whether an origin is a page served from this machine: `http://localhost`, `http://127.0.0.1` or
+/// `http://[::1]`, with or without a port.
+pub fn is_localhost_origin(origin: &str) -> bool {
+    let Some(authority) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "[::1]"
+}
+
+/// Domains where anyone can get a subdomain (a project, a site, a page).
+const SHARED_HOSTING_SUFFIXES: [&str; 7] = [
+    ".vercel.app",
+    ".netlify.app",
+    ".pages.dev",
+    ".github.io",
+    ".herokuapp.com",
+    ".onrender.com",
+    ".fly.dev",
+];
+
+/// A wildcard pattern on a shared hosting domain whose `*` ends its label (`https://shop-*.vercel.app`):
+/// it matches whatever anyone names their own project. Pin it to the owner's suffix instead
+/// (`https://shop-*-myteam.vercel.app`, Vercel's preview URLs end with the team's slug).
+pub fn is_unpinned_shared_host_pattern(pattern: &str) -> bool {
+    let Some((_, after)) = pattern.split_once('*') else {
+        return false;
+    };
+    let lower = after.to_ascii_lowercase();
+    after.starts_with('.')
+        && SHARED_HOSTING_SUFFIXES
+            .iter()
+            .any(|suffix| lower == *suffix || lower.ends_with(suffix))
+}
+
+fn cors_layer(config: &EdgeConfig) -> CorsLayer {
+    let origins = config.cors_origins.clone();
+    let localhost = config.cors_localhost;
     let allow_origin = AllowOrigin::predicate(move |origin: &HeaderValue, _parts| {
         origin.to_str().is_ok_and(|origin| {
-            origins
-                .iter()
-                .any(|pattern| origin_matches(pattern, origin))
+            (localhost && is_localhost_origin(origin))
+                || origins
+                    .iter()
+                    .any(|pattern| origin_matches(pattern, origin))
         })
     });
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_credentials(true)
+        .allow_credentials(config.cors_credentials)
         .allow_methods([
             Method::GET,
             Method::POST,
@@ -285,7 +336,7 @@ pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Ro
                     // errors are logged once, where they happen, with their cause chain
                     .on_failure(()),
             )
-            .layer(cors_layer(config.cors_origins.clone()))
+            .layer(cors_layer(config))
             .layer(CompressionLayer::new())
             .layer(middleware::from_fn(json_error_bodies))
             .layer(middleware::from_fn(keep_client_traceparent))
@@ -328,6 +379,44 @@ mod tests {
         assert!(!origin_matches(
             "http://localhost:3000",
             "http://localhost:3001"
+        ));
+    }
+
+    #[test]
+    fn localhost_origins_are_recognised_exactly() {
+        for local in [
+            "http://localhost:3000",
+            "http://localhost",
+            "http://127.0.0.1:8080",
+            "http://[::1]:3000",
+        ] {
+            assert!(is_localhost_origin(local), "{local}");
+        }
+        for other in [
+            "https://localhost:3000",
+            "http://localhost.evil.example",
+            "http://localhost:3000.evil.example",
+            "http://127.0.0.2:3000",
+            "http://evil.example/http://localhost:3000",
+        ] {
+            assert!(!is_localhost_origin(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn wildcards_on_shared_hosting_must_be_pinned_to_a_suffix() {
+        assert!(is_unpinned_shared_host_pattern(
+            "https://plamatio-frontend-*.vercel.app"
+        ));
+        assert!(is_unpinned_shared_host_pattern("https://*.netlify.app"));
+        assert!(!is_unpinned_shared_host_pattern(
+            "https://plamatio-frontend-*-myteam.vercel.app"
+        ));
+        assert!(!is_unpinned_shared_host_pattern(
+            "https://shop-*.example.com"
+        ));
+        assert!(!is_unpinned_shared_host_pattern(
+            "https://plamatio-frontend.vercel.app"
         ));
     }
 

@@ -1,9 +1,16 @@
-//! Rate limiting (governor, GCRA): per (API key, client IP) for the storefront scope — its key is
-//! public and shared by every shopper — per key for admin, and per client IP for unauthenticated
-//! calls. The client IP is the socket peer, or the right-most untrusted `X-Forwarded-For` hop when
-//! the peer is a configured trusted proxy. `/healthz`, `/readyz` and `/metrics` are exempt.
+//! Rate limiting (governor, GCRA): per (API key, client) for the storefront scope — its key is
+//! public and shared by every shopper — per key for admin, and per client for unauthenticated
+//! calls. `/healthz`, `/readyz` and `/metrics` are exempt.
+//!
+//! The client is the socket peer, or — when the peer is a trusted proxy (`PLAMATIO_TRUSTED_PROXIES`)
+//! — the first `X-Forwarded-For` hop, read from the right, that is not a trusted proxy: everything
+//! left of it was written by the client and can say anything. A hop that is not an address
+//! (`unknown`, garbage) is the client too, never skipped, or a client could pick its bucket — a fresh
+//! one per request, or another client's — by writing entries to its left. An IPv6 client is limited
+//! per /64 (the block one subscriber gets; it holds 2^64 addresses to rotate through), an IPv4
+//! client per address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -96,30 +103,74 @@ impl RateLimits {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client's address: the peer, or — behind trusted proxies — the right-most
-    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    /// The client a request is limited as (see the module docs): an IPv4 address, an IPv6 /64, or
+    /// `unparsable:<hop>` for a forwarded hop that is not an address.
     pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> String {
-        let Some(peer) = peer else {
+        let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
             return "unknown".into();
         };
         if !self.is_trusted(peer) {
-            return peer.to_string();
+            return client_bucket(peer);
         }
-        let forwarded: Vec<IpAddr> = headers
+        let hops: Vec<ForwardedHop> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .flat_map(|value| match value.to_str() {
+                Ok(text) => text.split(',').map(ForwardedHop::parse).collect::<Vec<_>>(),
+                Err(_) => vec![ForwardedHop::Unparsable("non-ascii".into())],
+            })
             .collect();
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !self.is_trusted(**ip))
-            .or(forwarded.first())
-            .copied()
-            .unwrap_or(peer)
-            .to_string()
+        for hop in hops.iter().rev() {
+            match hop {
+                ForwardedHop::Address(ip) if self.is_trusted(*ip) => continue,
+                ForwardedHop::Address(ip) => return client_bucket(*ip),
+                ForwardedHop::Unparsable(text) => return format!("unparsable:{text}"),
+            }
+        }
+        // Only trusted proxies on the way (or no header): the farthest one is the client.
+        match hops.first() {
+            Some(ForwardedHop::Address(ip)) => client_bucket(*ip),
+            _ => client_bucket(peer),
+        }
+    }
+}
+
+/// One entry of `X-Forwarded-For`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ForwardedHop {
+    Address(IpAddr),
+    /// Not an address; kept (shortened) as the client's name.
+    Unparsable(String),
+}
+
+impl ForwardedHop {
+    /// Reads `203.0.113.7`, `2001:db8::1`, and the forms with a port some proxies write
+    /// (`203.0.113.7:5123`, `[2001:db8::1]:5123`, `[2001:db8::1]`).
+    fn parse(text: &str) -> ForwardedHop {
+        let text = text.trim();
+        let bracketed = text
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'));
+        let address = text
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| text.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+            .or_else(|| bracketed.and_then(|inner| inner.parse::<IpAddr>().ok()));
+        match address {
+            Some(ip) => ForwardedHop::Address(ip.to_canonical()),
+            None => ForwardedHop::Unparsable(text.chars().take(64).collect()),
+        }
+    }
+}
+
+/// The bucket of a client address: the address for IPv4, its /64 for IPv6.
+fn client_bucket(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
     }
 }
 
@@ -211,5 +262,42 @@ mod tests {
         assert_eq!(limits.client_ip(Some(stranger), &headers), "198.51.100.200");
         assert_eq!(limits.client_ip(None, &headers), "unknown");
         assert!(parse_trusted_proxies("not-an-ip").is_err());
+    }
+
+    #[test]
+    fn an_unparsable_hop_is_the_client_and_ports_are_dropped() {
+        let limits = RateLimits::new(10, parse_trusted_proxies("10.0.0.0/8").unwrap()).unwrap();
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let client_of = |forwarded: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", forwarded.parse().unwrap());
+            limits.client_ip(Some(proxy), &headers)
+        };
+        assert_eq!(
+            client_of("198.51.100.7, unknown, 10.1.1.1"),
+            "unparsable:unknown"
+        );
+        assert_eq!(client_of("198.51.100.7, 203.0.113.9:5123"), "203.0.113.9");
+        assert_eq!(client_of("[2001:db8:1:2::9]:443"), "2001:db8:1:2::/64");
+        assert_eq!(client_of("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(client_of("10.0.0.7, 10.0.0.8"), "10.0.0.7");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let limits = RateLimits::new(10, vec![]).unwrap();
+        let headers = HeaderMap::new();
+        let a: IpAddr = "2001:db8:aa:bb:1::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:aa:bb:ffff::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:aa:bc::1".parse().unwrap();
+        assert_eq!(limits.client_ip(Some(a), &headers), "2001:db8:aa:bb::/64");
+        assert_eq!(
+            limits.client_ip(Some(a), &headers),
+            limits.client_ip(Some(b), &headers)
+        );
+        assert_ne!(
+            limits.client_ip(Some(a), &headers),
+            limits.client_ip(Some(c), &headers)
+        );
     }
 }

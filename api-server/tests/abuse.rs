@@ -7,17 +7,15 @@ use crate::common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use axum::response::IntoResponse;
 use common::broker::{self, Broker};
+use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_with};
 use common::{TestApp, TestResponse};
 use http_body_util::BodyExt;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use plamatio_api::events::ingest::IngestQuota;
 use plamatio_api::events::outbox::{self, AppendError, OutboxEvent, Topic};
 use plamatio_api::events::relay::{Relay, RelaySettings};
@@ -81,60 +79,30 @@ fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-const ISSUER: &str = "https://clerk.plamatio.test";
-const AUDIENCE: &str = "plamatio-storefront";
-
-/// One ES256 key, published on a local JWKS endpoint.
+/// One ES256 key, published on a local JWKS endpoint (the shared test identity provider).
 struct Identity {
-    key: EncodingKey,
+    key: SigningKey,
     jwks_url: String,
 }
 
 impl Identity {
     async fn start() -> Identity {
-        let output = std::process::Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .output()
-            .expect("the openssl command generates the test key");
-        assert!(output.status.success(), "openssl failed");
-        let key = EncodingKey::from_ec_pem(&output.stdout).expect("PEM parses");
-        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("public JWK");
-        jwk.common.key_id = Some("abuse".into());
-        let keys = Arc::new(Mutex::new(vec![jwk]));
-        let router = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let keys = keys.lock().unwrap().clone();
-                async move { Json(JwkSet { keys }).into_response() }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Identity {
-            key,
-            jwks_url: format!("http://{address}/.well-known/jwks.json"),
-        }
+        let key = generate("abuse", Algorithm::ES256);
+        let jwks = Jwks::default();
+        jwks.publish(&key);
+        let jwks_url = jwks.serve().await;
+        Identity { key, jwks_url }
     }
 
     fn token(&self, sub: &str, lifetime_seconds: u64) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("abuse".into());
-        let claims = json!({
-            "sub": sub, "iss": ISSUER, "aud": AUDIENCE, "azp": "http://localhost:3000",
-            "exp": now + lifetime_seconds, "nbf": now - 5, "iat": now - 5
-        });
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+        let now = now();
+        token_with(
+            &self.key,
+            json!({
+                "sub": sub, "iss": ISSUER, "aud": AUDIENCE,
+                "exp": now + lifetime_seconds, "nbf": now - 5, "iat": now - 5
+            }),
+        )
     }
 
     /// The app with user auth `required` against this identity provider.
@@ -144,6 +112,7 @@ impl Identity {
             user_jwks_url: Some(self.jwks_url.clone()),
             user_jwt_issuer: Some(ISSUER.to_owned()),
             user_jwt_audience: Some(AUDIENCE.to_owned()),
+            ..UserAuthConfig::default()
         };
         let tokens = UserTokens::new(&config).unwrap();
         let state = app.state.clone().with_user_tokens(tokens);

@@ -6,6 +6,7 @@
 mod common;
 
 mod abuse;
+mod attacks;
 mod binary;
 mod cache;
 mod cart;

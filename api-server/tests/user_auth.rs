@@ -4,129 +4,16 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::http::{Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::Method;
+use common::identity::{AUDIENCE, ISSUER, Jwks, generate, now, token_for, token_with};
 use common::{TestApp, TestResponse};
-use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use plamatio_api::identity::{UserAuthConfig, UserAuthMode, UserTokens};
 use serde_json::{Value, json};
-
-const ISSUER: &str = "https://clerk.plamatio.test";
-const AUDIENCE: &str = "plamatio-storefront";
-
-struct SigningKey {
-    kid: String,
-    algorithm: Algorithm,
-    key: EncodingKey,
-    jwk: Jwk,
-}
-
-fn generate(kid: &str, algorithm: Algorithm) -> SigningKey {
-    let args: &[&str] = match algorithm {
-        Algorithm::RS256 => &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ],
-        Algorithm::ES256 => &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ],
-        Algorithm::EdDSA => &["genpkey", "-algorithm", "ed25519"],
-        other => panic!("no key generation for {other:?}"),
-    };
-    let output = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command generates the test keys");
-    assert!(
-        output.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let pem = output.stdout;
-    let key = match algorithm {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-        _ => EncodingKey::from_ed_pem(&pem),
-    }
-    .expect("PEM parses");
-    let mut jwk = Jwk::from_encoding_key(&key, algorithm).expect("public JWK");
-    jwk.common.key_id = Some(kid.to_owned());
-    SigningKey {
-        kid: kid.to_owned(),
-        algorithm,
-        key,
-        jwk,
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token_with(key: &SigningKey, claims: Value) -> String {
-    let mut header = Header::new(key.algorithm);
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, &claims, &key.key).unwrap()
-}
-
-fn token_for(key: &SigningKey, sub: &str) -> String {
-    token_with(
-        key,
-        json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "iat": now()}),
-    )
-}
-
-/// A JWKS endpoint on a random local port; keys can be published and the endpoint taken down.
-#[derive(Clone, Default)]
-struct Jwks {
-    keys: Arc<Mutex<Vec<Jwk>>>,
-    down: Arc<AtomicBool>,
-    fetches: Arc<AtomicUsize>,
-}
-
-impl Jwks {
-    async fn serve(&self) -> String {
-        let state = self.clone();
-        let router = axum::Router::new().route(
-            "/.well-known/jwks.json",
-            axum::routing::get(move || {
-                let state = state.clone();
-                async move {
-                    state.fetches.fetch_add(1, Ordering::SeqCst);
-                    if state.down.load(Ordering::SeqCst) {
-                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                    }
-                    let keys = state.keys.lock().unwrap().clone();
-                    Json(JwkSet { keys }).into_response()
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        format!("http://{address}/.well-known/jwks.json")
-    }
-
-    fn publish(&self, key: &SigningKey) {
-        self.keys.lock().unwrap().push(key.jwk.clone());
-    }
-}
 
 async fn app_with(mode: UserAuthMode, jwks_url: &str) -> TestApp {
     let mut app = TestApp::new().await;
@@ -135,6 +22,7 @@ async fn app_with(mode: UserAuthMode, jwks_url: &str) -> TestApp {
         user_jwks_url: Some(jwks_url.to_owned()),
         user_jwt_issuer: Some(ISSUER.to_owned()),
         user_jwt_audience: Some(AUDIENCE.to_owned()),
+        ..UserAuthConfig::default()
     };
     let mut tokens = UserTokens::new(&config).unwrap();
     if let Some(tokens) = tokens.as_mut() {

@@ -1262,7 +1262,7 @@ async fn first_sign_in_flow_of_the_frontend() {
     // first sign-in: the user is unknown, so the frontend creates it; the browser must be able to
     // read that 404 (CORS headers on errors too)
     let auth = format!("Bearer {}", app.storefront_key);
-    let origin = "http://localhost:3000";
+    let origin = "https://plamatio-frontend.vercel.app";
     let response = app
         .send(
             Method::GET,

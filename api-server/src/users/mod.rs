@@ -142,6 +142,7 @@ async fn add_user(
 ) -> ApiResult<Json<User>> {
     let user = request.validate()?;
     shopper.check(&user.id, || user_not_found(&user.id))?;
+    shopper.check_email(&user.email)?;
     let mut tx = state.pool.begin().await?;
     let user = db::insert_user(&mut tx, &user).await?;
     outbox::append(
@@ -174,6 +175,7 @@ async fn update_user(
 ) -> ApiResult<Json<IdResponse<String>>> {
     let user = request.validate()?;
     shopper.check(&user.id, || user_not_found(&user.id))?;
+    shopper.check_email(&user.email)?;
     let mut tx = state.pool.begin().await?;
     let user = db::update_user(&mut tx, &user)
         .await?

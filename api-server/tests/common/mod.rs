@@ -2,16 +2,18 @@
 //! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
 
 pub mod broker;
+pub mod identity;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
+use clap::Parser;
 use http_body_util::BodyExt;
 use plamatio_api::auth::{ApiKeys, Scope, generate_key};
 use plamatio_api::cache::Cache;
-use plamatio_api::config::ServeConfig;
+use plamatio_api::config::{Cli, Command, ServeConfig};
 use plamatio_api::metrics::Metrics;
 use plamatio_api::{AppState, cli, db};
 use serde_json::Value;
@@ -105,7 +107,56 @@ pub fn drop_database(name: String) {
     plamatio_testkit::drop_scratch_database(server_url(), name);
 }
 
+/// A name for a test database of its own (created by whoever connects first).
+pub fn new_database_name() -> String {
+    format!("plamatio_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The configuration `plamatio-api serve <flags>` gets, with `DATABASE_URL` naming `database` on the
+/// test server (flags and the environment work as for the binary).
+pub fn serve_config(database: &str, flags: &[&str]) -> ServeConfig {
+    let url = format!("{}/{database}", server_url());
+    let mut arguments = vec!["plamatio-api", "serve", "--database-url", url.as_str()];
+    arguments.extend_from_slice(flags);
+    match Cli::try_parse_from(arguments) {
+        Ok(Cli {
+            command: Some(Command::Serve(config)),
+        }) => *config,
+        Ok(_) => unreachable!("the serve subcommand parses to Command::Serve"),
+        Err(error) => panic!("serve flags {flags:?} do not parse: {error}"),
+    }
+}
+
 impl TestApp {
+    /// A store built exactly as `plamatio-api serve <flags>` builds it (`cli::build_state`, then
+    /// `app` with `cli::edge_config`), on the database `database` (created and migrated when
+    /// missing, dropped with the value), with a generated storefront and admin key.
+    pub async fn serving(database: &str, flags: &[&str]) -> TestApp {
+        let storefront_key = generate_key();
+        let admin_key = generate_key();
+        let keys = format!(
+            "storefront:{},admin:{}",
+            plamatio_api::auth::digest_hex(&storefront_key),
+            plamatio_api::auth::digest_hex(&admin_key)
+        );
+        let mut all_flags = vec!["--api-keys", keys.as_str()];
+        all_flags.extend_from_slice(flags);
+        let config = serve_config(database, &all_flags);
+        let state = cli::build_state(&config)
+            .await
+            .unwrap_or_else(|error| panic!("serve does not start with {flags:?}: {error:#}"));
+        let router = plamatio_api::app(state.clone(), &cli::edge_config(&config));
+        TestApp {
+            router,
+            pool: state.pool.clone(),
+            cache_prefix: state.cache.namespace().to_owned(),
+            state,
+            storefront_key,
+            admin_key,
+            database: database.to_owned(),
+        }
+    }
+
     pub async fn new() -> TestApp {
         TestApp::with_cache(CacheKind::Memory).await
     }

@@ -841,3 +841,83 @@ async fn junk_path_ids_create_no_cache_entries() {
             .starts_with("user_id is too long")
     );
 }
+
+/// Before: a row for a topic the broker rejects failed every round and held back its key. Now it
+/// goes to the dead-letter table with the broker's error, and its key's later events go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_for_an_invalid_topic_is_dead_lettered() {
+    let broker = Broker::with_topics().await;
+    let app = TestApp::new().await;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, event_key, event_type, payload) \
+         VALUES ($1, 'not a topic!', 'key_0', 'cart_item_added', '{}'::json)",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    let events: Vec<OutboxEvent> = (0..100)
+        .map(|n| {
+            OutboxEvent::new(
+                Topic::CartUpdates,
+                format!("key_{}", n % 2),
+                "cart_item_added",
+            )
+            .with("n", n)
+        })
+        .collect();
+    outbox::append(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+    let relay = Relay::new(
+        app.pool.clone(),
+        broker.kafka(),
+        RelaySettings {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        },
+        app.state.metrics.clone(),
+    )
+    .expect("relay producer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = relay.round().await;
+        let left = count(&app.pool, "SELECT count(*) FROM outbox_pending").await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} rows still pending after 60 s"
+        );
+    }
+    let messages = broker::consume(
+        &broker.bootstrap(),
+        "cart_updates",
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(broker::distinct_event_ids(&messages).len(), 100);
+    let mut seen = std::collections::HashSet::new();
+    let key_0: Vec<i64> = messages
+        .iter()
+        .filter(|m| m.key == "key_0")
+        .map(|m| m.payload["n"].as_i64().unwrap())
+        .filter(|n| seen.insert(*n))
+        .collect();
+    assert_eq!(
+        key_0,
+        (0..100).step_by(2).collect::<Vec<i64>>(),
+        "key_0 in order"
+    );
+    let (topic, error): (String, String) =
+        sqlx::query_as("SELECT topic, error FROM outbox_dead_letter")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(topic, "not a topic!");
+    assert!(error.contains("InvalidTopic"), "{error}");
+    assert_eq!(metric(&app, "outbox_dead_lettered_total"), 1.0);
+}

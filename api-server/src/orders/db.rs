@@ -288,6 +288,22 @@ pub async fn owned_item(
     .await
 }
 
+/// Locks the order an item belongs to (if any) until the transaction ends.
+#[tracing::instrument(name = "db.orders.lock_order_of_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+pub async fn lock_order_of_item(
+    connection: &mut PgConnection,
+    item_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT o.id FROM orders o JOIN order_items i ON i.order_id = o.id \
+         WHERE i.id = $1 FOR UPDATE OF o",
+    )
+    .bind(item_id)
+    .execute(connection)
+    .await
+    .map(|_| ())
+}
+
 /// Deletes an item, only when its order belongs to `owner` (any order when `owner` is `None`):
 /// the ownership check and the delete are one statement. Returns the deleted item.
 #[tracing::instrument(name = "db.orders.delete_owned_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]

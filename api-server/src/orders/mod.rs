@@ -483,15 +483,15 @@ async fn update_order_item(
     let (order_id, line) = request.validate()?;
     ensure_product_exists(&state, line.product_id).await?;
     let mut tx = state.pool.begin().await?;
+    // The order before the item, as every writer locks them (no deadlock with an order delete).
+    let order = db::order_for_update(&mut tx, order_id).await?;
     let stored = db::item_for_update(&mut tx, id)
         .await?
         .ok_or_else(|| item_not_found(id))?;
     if stored.order_id != order_id {
         return Err(ApiError::invalid("order_id cannot be changed"));
     }
-    let order = db::order(&mut *tx, order_id)
-        .await?
-        .ok_or_else(|| item_not_found(id))?;
+    let order = order.ok_or_else(|| item_not_found(id))?;
     shopper.check(&order.user_id, || item_not_found(id))?;
     let item = db::update_item(&mut tx, id, &line).await?;
     let order = db::refresh_items_total(&mut tx, order.id).await?;
@@ -513,7 +513,9 @@ async fn delete_order_item(
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     let mut tx = state.pool.begin().await?;
-    // The ownership check is part of the DELETE itself.
+    // The order before the item, as every writer locks them (no deadlock with an order delete);
+    // the ownership check is part of the DELETE itself.
+    db::lock_order_of_item(&mut tx, id).await?;
     let item = db::delete_owned_item(&mut tx, id, shopper.bound_user())
         .await?
         .ok_or_else(|| item_not_found(id))?;

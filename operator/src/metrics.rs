@@ -26,6 +26,7 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub duration: Histogram,
     pub writes: IntCounterVec,
+    pub unchanged_applies: IntCounter,
     pub leader: IntGauge,
 }
 
@@ -63,6 +64,12 @@ impl Metrics {
             &["operation"],
         )
         .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
+        let unchanged_applies = IntCounter::new(
+            "unchanged_applies_total",
+            "Server-side applies the API server answered without a change (same resourceVersion): \
+             requests, not writes",
+        )
+        .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
         let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")
             .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
         for collector in [
@@ -70,6 +77,7 @@ impl Metrics {
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(writes.clone()),
+            Box::new(unchanged_applies.clone()),
             Box::new(leader.clone()),
         ] {
             // Registering distinct names in a fresh registry cannot collide.
@@ -81,6 +89,7 @@ impl Metrics {
             failures,
             duration,
             writes,
+            unchanged_applies,
             leader,
         }
     }

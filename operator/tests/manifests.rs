@@ -87,7 +87,8 @@ fn the_crd_schema_refuses_bad_specs() {
         "self.maxReplicas >= self.minReplicas",
         "self.mode == 'off' || has(self.jwksUrl)",
         "has(self.credentialsSecretRef)",
-        "size(self.metadata.name) <= 40",
+        "size(self.metadata.name) <= 44",
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
     ] {
         assert!(rules.contains(rule), "CEL rule {rule:?} missing");
     }

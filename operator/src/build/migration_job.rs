@@ -1,6 +1,6 @@
 //! The migration Job: runs `plamatio-api migrate` from the API image once per schema version. The
-//! version is the API image's tag (or digest), which names the Job, so a new image migrates once and an
-//! unchanged one never again.
+//! version is the API image's tag (or digest), whose digest names the Job, so a new image migrates once
+//! and an unchanged one never again.
 
 use std::collections::BTreeMap;
 
@@ -11,19 +11,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::deployment::{API_USER_ID, api_image};
 use super::{
-    BuildSettings, StoreIdentity, container_security_context, pod_security_context, secret_env,
+    BuildSettings, StoreIdentity, container_security_context, names, pod_security_context,
+    secret_env,
 };
 use crate::crd::PlamatioStoreSpec;
 
 /// Annotation on the Job with the full, unshortened schema version.
 pub const SCHEMA_VERSION_ANNOTATION: &str = "plamatio.io/schema-version";
-const MAX_VERSION_LENGTH: usize = 20;
 
-/// The schema version an image carries: its tag, else the start of its digest, else `latest`.
+/// The schema version an image carries: its digest (`sha256:…`, complete) when pinned by one, else
+/// its tag, else `latest`. Never shortened: the Job name digests all of it.
 pub fn schema_version(image: &str) -> String {
     if let Some((_, digest)) = image.split_once('@') {
-        let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
-        return hex.chars().take(12).collect();
+        return digest.to_owned();
     }
     let last_segment = image.rsplit('/').next().unwrap_or(image);
     match last_segment.split_once(':') {
@@ -32,28 +32,9 @@ pub fn schema_version(image: &str) -> String {
     }
 }
 
-/// A schema version shortened and lowered into something a DNS label accepts.
-pub fn version_label(version: &str) -> String {
-    let sanitized: String = version
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let trimmed: String = sanitized
-        .trim_matches('-')
-        .chars()
-        .take(MAX_VERSION_LENGTH)
-        .collect();
-    let trimmed = trimmed.trim_end_matches('-').to_owned();
-    if trimmed.is_empty() {
-        "unknown".to_owned()
-    } else {
-        trimmed
-    }
-}
-
+/// The Job that migrates `identity`'s database to `version` (see [`names::migration_job_name`]).
 pub fn migration_job_name(identity: &StoreIdentity, version: &str) -> String {
-    format!("{}-migrate-{}", identity.name, version_label(version))
+    names::migration_job_name(&identity.name, version)
 }
 
 pub fn build_migration_job(

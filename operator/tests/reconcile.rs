@@ -1366,3 +1366,45 @@ async fn every_patch_names_the_operator_as_its_field_manager() {
         assert_eq!(manager.as_deref(), Some("plamatio-operator"), "{write}");
     }
 }
+
+#[tokio::test]
+async fn children_are_listed_never_read_one_by_one() {
+    // The RBAC grants `list` but no `get` on child kinds; only Secrets and stores are read by name.
+    let mut spec = minimal_spec("shop");
+    spec.api = Some(ApiSpec {
+        autoscaling: Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: None,
+        }),
+        ..ApiSpec::default()
+    });
+    spec.observability = Some(ObservabilitySpec {
+        metrics: Some(MetricsSinkSpec {
+            remote_write_url: "https://prometheus.example.com/api/prom/push".to_owned(),
+            credentials_secret_ref: None,
+        }),
+        ..ObservabilitySpec::default()
+    });
+    let mut settings = settings();
+    settings.drift_repair_interval = Duration::ZERO;
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    for _ in 0..3 {
+        reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    }
+    let reads = api.bodies.gets();
+    assert!(
+        reads.contains(&"shops/shop-database".to_owned()),
+        "reads by name are recorded: {reads:?}"
+    );
+    let by_name: Vec<&String> = reads
+        .iter()
+        .filter(|read| *read != "shops/shop" && *read != "shops/shop-database")
+        .collect();
+    assert_eq!(by_name, Vec::<&String>::new());
+}

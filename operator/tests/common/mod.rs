@@ -99,6 +99,7 @@ pub struct BodyLog {
     applied: Arc<Mutex<Vec<(String, String, Value)>>>,
     events: Arc<Mutex<Vec<Value>>>,
     field_managers: Arc<Mutex<Vec<FieldManagerOfWrite>>>,
+    gets: Arc<Mutex<Vec<String>>>,
 }
 
 /// A write (`patch name` / `patch_status name`) and the field manager it named.
@@ -119,6 +120,11 @@ impl BodyLog {
     /// The field manager of every patch so far, by `patch name` / `patch_status name`.
     pub fn field_managers(&self) -> Vec<FieldManagerOfWrite> {
         self.field_managers.lock().expect("body log").clone()
+    }
+
+    /// Every single-object read so far, as `namespace/name` (the RBAC tests: which kinds need `get`).
+    pub fn gets(&self) -> Vec<String> {
+        self.gets.lock().expect("body log").clone()
     }
 
     /// The Events created so far.
@@ -235,10 +241,22 @@ impl FakeApiBuilder {
             writes.clone(),
             writes.clone(),
         );
-        let (create_bodies, patch_bodies, status_bodies) =
-            (bodies.clone(), bodies.clone(), bodies.clone());
+        let (create_bodies, patch_bodies, status_bodies, get_bodies) = (
+            bodies.clone(),
+            bodies.clone(),
+            bodies.clone(),
+            bodies.clone(),
+        );
         let refuse_patch_of = self.refuse_patch_of.clone();
         let funcs = interceptor::Funcs::new()
+            .get(move |ctx| {
+                get_bodies
+                    .gets
+                    .lock()
+                    .expect("body log")
+                    .push(format!("{}/{}", ctx.namespace, ctx.name));
+                Ok(None)
+            })
             .create(move |ctx| {
                 let kind = kind_of(ctx.object);
                 if kind == "Event" {

@@ -78,17 +78,18 @@ pub struct ApiSpec {
     pub image: Option<String>,
     /// Number of API pods (default 2; ignored while `autoscaling` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = DEFAULT_REPLICAS))]
     pub replicas: Option<i32>,
     /// CPU and memory of each API container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Port the API listens on (default 8080).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1024, max = 65535))]
+    #[schemars(range(min = 1024, max = 65535), extend("default" = DEFAULT_PORT))]
     pub port: Option<i32>,
     /// Log level of the API (default info).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "info"))]
     pub log_level: Option<LogLevel>,
     /// Allowed CORS origins (default: the API's built-in list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,11 +160,11 @@ pub struct CredentialsSecretRef {
     pub name: String,
     /// Key of the username (default `username`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("default" = "username"))]
     pub username_key: Option<String>,
     /// Key of the password (default `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("default" = "password"))]
     pub password_key: Option<String>,
 }
 
@@ -220,7 +221,7 @@ pub struct PodDisruptionBudgetSpec {
     pub enabled: Option<bool>,
     /// Pods that may be down at once (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0), extend("default" = 1))]
     pub max_unavailable: Option<i32>,
 }
 
@@ -234,7 +235,7 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
     /// Average CPU utilization (percent of requests) to keep (default 70).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 100), extend("default" = 70))]
     #[serde(rename = "targetCPUUtilizationPercentage")]
     pub target_cpu_utilization_percentage: Option<i32>,
 }
@@ -250,6 +251,7 @@ pub struct DatabaseSpec {
     pub pool_size: Option<i32>,
     /// `auto` runs a migration Job before rolling the Deployment (default); `manual` does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "auto"))]
     pub migrations: Option<MigrationMode>,
 }
 
@@ -357,7 +359,7 @@ impl SaslMechanism {
 pub struct TopicsSpec {
     /// Partitions of each topic (default 3). Raised when increased, never lowered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = 10000), extend("default" = DEFAULT_TOPIC_PARTITIONS))]
     pub partitions: Option<i32>,
     /// Replication factor of new topics (default: the broker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,6 +376,7 @@ pub struct TopicsSpec {
     pub overrides: BTreeMap<String, TopicOverride>,
     /// What happens to the topics when the store is deleted (default Retain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Retain"))]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 

@@ -102,6 +102,13 @@ pub struct RunConfig {
     /// seconds (an unchanged apply writes nothing).
     #[arg(long, env = "DRIFT_REPAIR_SECONDS", default_value_t = 300)]
     pub drift_repair_seconds: u64,
+    /// How long topics found ready are trusted before Kafka is asked again, in seconds (a change of
+    /// the Kafka spec or credentials, or a failed check, asks at once).
+    #[arg(long, env = "TOPIC_RESYNC_SECONDS", default_value_t = 300)]
+    pub topic_resync_seconds: u64,
+    /// Reconciles running at once (at least 1).
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
+    pub reconcile_concurrency: u16,
     /// Run without leader election (a single replica, or local development).
     #[arg(long, env = "DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
@@ -137,6 +144,8 @@ impl RunConfig {
             finalizer_timeout: Duration::from_secs(self.finalizer_timeout_seconds),
             resync_interval: Duration::from_secs(self.resync_seconds.max(10)),
             drift_repair_interval: Duration::from_secs(self.drift_repair_seconds.max(10)),
+            topic_resync_interval: Duration::from_secs(self.topic_resync_seconds),
+            reconcile_concurrency: self.reconcile_concurrency.max(1),
             ..Settings::default()
         }
     }

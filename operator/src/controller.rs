@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -28,7 +28,7 @@ use crate::build::deployment::LiveReplicas;
 use crate::build::names::check_store_name;
 use crate::build::{
     BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
-    StoreIdentity, build_children,
+    StoreIdentity, build_children, hex_sha256,
 };
 use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreStatus};
 use crate::error::{Error, Result};
@@ -36,8 +36,8 @@ use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics, topics_to_d
 use crate::metrics::Metrics;
 use crate::secrets::{referenced_secret_names, resolve_kafka_credentials, resolve_secrets};
 use crate::status::{
-    DeploymentObservation, KafkaObservation, MigrationObservation, Observation,
-    apply_failed_status, blocked_status, cut_to, observed_status, paused_status,
+    DeploymentObservation, KAFKA_TOPICS_READY, KafkaObservation, MigrationObservation, Observation,
+    apply_failed_status, blocked_status, cut_to, find_condition, observed_status, paused_status,
 };
 
 /// Finalizer that exists only while `deletionPolicy: Delete` needs the topics removed.
@@ -56,6 +56,12 @@ pub struct Settings {
     /// How often every child is re-applied even when its applied-hash matches (drift repair); the
     /// API server answers an unchanged apply without a write.
     pub drift_repair_interval: Duration,
+    /// How long topics found ready stay trusted: Kafka is checked again only after it, or when the
+    /// Kafka spec or credentials change, or after a failed check (not on every Deployment status
+    /// change).
+    pub topic_resync_interval: Duration,
+    /// Reconciles running at once.
+    pub reconcile_concurrency: u16,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -68,6 +74,8 @@ impl Default for Settings {
             finalizer_timeout: Duration::from_secs(300),
             resync_interval: Duration::from_secs(300),
             drift_repair_interval: Duration::from_secs(300),
+            topic_resync_interval: Duration::from_secs(300),
+            reconcile_concurrency: 4,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -84,6 +92,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// When each store last had every child re-applied (drift repair).
     last_drift_repair: Mutex<HashMap<String, Instant>>,
+    /// Each store's last Kafka check that found every topic ready: what it was made for (a digest of
+    /// the Kafka spec and credentials) and when.
+    last_ready_topics: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Context {
@@ -104,6 +115,26 @@ impl Context {
             settings,
             failures: Mutex::new(HashMap::new()),
             last_drift_repair: Mutex::new(HashMap::new()),
+            last_ready_topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether topics found ready for `fingerprint` are recent enough to trust without Kafka.
+    fn topics_recently_ready(&self, key: &str, fingerprint: &str) -> bool {
+        self.last_ready_topics.lock().is_ok_and(|checks| {
+            checks.get(key).is_some_and(|(checked, at)| {
+                checked == fingerprint && at.elapsed() < self.settings.topic_resync_interval
+            })
+        })
+    }
+
+    fn record_topic_check(&self, key: &str, fingerprint: String, all_ready: bool) {
+        if let Ok(mut checks) = self.last_ready_topics.lock() {
+            if all_ready {
+                checks.insert(key.to_owned(), (fingerprint, Instant::now()));
+            } else {
+                checks.remove(key);
+            }
         }
     }
 
@@ -567,7 +598,8 @@ impl<'a> Pass<'a> {
         Ok(pruned)
     }
 
-    /// Kafka topics; the API keeps serving without them (its outbox buffers events).
+    /// Kafka topics; the API keeps serving without them (its outbox buffers events). Kafka is asked
+    /// only when the last check is old, failed, or was made for another Kafka spec or credentials.
     async fn reconcile_topics(&self, secrets: &ResolvedSecrets) -> KafkaObservation {
         let desired_topics = self.store.spec.desired_topics();
         let Some(connection) = KafkaConnection::for_spec(
@@ -577,16 +609,43 @@ impl<'a> Pass<'a> {
         ) else {
             return KafkaObservation::NotConfigured;
         };
+        let fingerprint = hex_sha256(
+            serde_json::json!([self.store.spec.kafka, secrets.kafka_credentials])
+                .to_string()
+                .as_bytes(),
+        );
+        if self.ctx.topics_recently_ready(&self.key, &fingerprint)
+            && let Some(previous) = self.previous_ready_topics()
+        {
+            return previous;
+        }
         match reconcile_topics(&connection, &desired_topics).await {
-            Ok(report) => KafkaObservation::Checked(report),
+            Ok(report) => {
+                self.ctx
+                    .record_topic_check(&self.key, fingerprint, report.all_ready());
+                KafkaObservation::Checked(report)
+            }
             Err(error) => {
                 warn!(%error, "Kafka topics not reconciled");
+                self.ctx.record_topic_check(&self.key, fingerprint, false);
                 KafkaObservation::Unreachable {
                     message: error.to_string(),
                     topics: desired_topics.iter().map(|t| t.name.clone()).collect(),
                 }
             }
         }
+    }
+
+    /// What the status says of topics found ready, when it says so.
+    fn previous_ready_topics(&self) -> Option<KafkaObservation> {
+        let status = self.store.status.as_ref()?;
+        let condition = find_condition(status, KAFKA_TOPICS_READY)?;
+        (condition.status == "True" && condition.reason == "TopicsReady").then(|| {
+            KafkaObservation::RecentlyReady {
+                message: condition.message.clone(),
+                topics: status.topics.clone(),
+            }
+        })
     }
 
     /// The status computed from what was observed, written when it changed.
@@ -825,6 +884,7 @@ pub async fn run(
             watcher::Config::default(),
             move |secret| stores_referencing(&reader, &secret),
         )
+        .with_config(Config::default().concurrency(context.settings.reconcile_concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

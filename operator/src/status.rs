@@ -134,6 +134,12 @@ pub enum KafkaObservation {
         message: String,
         topics: Vec<String>,
     },
+    /// Not checked this time: every topic was ready at the last check, which is recent and was made
+    /// for the same Kafka spec and credentials. Carries what that check reported.
+    RecentlyReady {
+        message: String,
+        topics: Vec<TopicStatus>,
+    },
 }
 
 /// Everything a full reconcile learned, as input of [`observed_status`].
@@ -445,6 +451,10 @@ pub fn kafka_topics_ready(kafka: &KafkaObservation) -> (Verdict, Vec<TopicStatus
                 report.first_error().unwrap_or_default(),
             ),
             report.topics.clone(),
+        ),
+        KafkaObservation::RecentlyReady { message, topics } => (
+            verdict("True", "TopicsReady", message.clone()),
+            topics.clone(),
         ),
         KafkaObservation::Unreachable { message, topics } => (
             verdict("False", "KafkaUnavailable", message.clone()),

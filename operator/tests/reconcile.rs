@@ -1408,3 +1408,83 @@ async fn children_are_listed_never_read_one_by_one() {
         .collect();
     assert_eq!(by_name, Vec::<&String>::new());
 }
+
+#[tokio::test]
+async fn ready_topics_are_not_asked_again_until_the_kafka_spec_changes() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("topics created");
+    let ready = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&ready, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+
+    // Kafka goes away; a reconcile for another reason (a Deployment status change) does not ask it.
+    drop(broker);
+    api.writes.take();
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("no Kafka needed");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+    assert_eq!(store_now.status, ready.status, "the status carries over");
+    assert_eq!(
+        api.writes.take(),
+        Vec::<String>::new(),
+        "and nothing is written"
+    );
+
+    // A change of the Kafka spec asks Kafka at once.
+    patch_spec(
+        &api,
+        "shop",
+        json!({"spec": {"kafka": {"topics": {"partitions": 4}}}}),
+    )
+    .await;
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let changed = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&changed, status::KAFKA_TOPICS_READY),
+        ("False".into(), "KafkaUnavailable".into())
+    );
+}
+
+#[tokio::test]
+async fn ready_topics_are_asked_again_after_the_topic_resync_interval() {
+    let broker = Broker::start();
+    let mut settings = settings();
+    settings.topic_resync_interval = Duration::ZERO;
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("topics created");
+    drop(broker);
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::KAFKA_TOPICS_READY),
+        ("False".into(), "KafkaUnavailable".into())
+    );
+}

@@ -30,7 +30,7 @@ use crate::build::{
     BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
     StoreIdentity, build_children, hex_sha256,
 };
-use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreStatus};
+use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreSpec, PlamatioStoreStatus};
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics, topics_to_delete};
 use crate::metrics::Metrics;
@@ -95,6 +95,9 @@ pub struct Context {
     /// Each store's last Kafka check that found every topic ready: what it was made for (a digest of
     /// the Kafka spec and credentials) and when.
     last_ready_topics: Mutex<HashMap<String, (String, Instant)>>,
+    /// Each store's last resolved SASL credentials, for deleting its topics when the Secret is
+    /// deleted first (a namespace deletion removes both at once). In memory only: lost on restart.
+    deletion_credentials: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl Context {
@@ -116,6 +119,44 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             last_drift_repair: Mutex::new(HashMap::new()),
             last_ready_topics: Mutex::new(HashMap::new()),
+            deletion_credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps what deleting the store's topics needs, while the store lives.
+    fn keep_deletion_credentials(&self, key: &str, credentials: Option<&(String, String)>) {
+        if let Ok(mut kept) = self.deletion_credentials.lock() {
+            match credentials {
+                Some(credentials) => kept.insert(key.to_owned(), credentials.clone()),
+                None => kept.remove(key),
+            };
+        }
+    }
+
+    /// The SASL credentials to delete a store's topics with: from its Secret, else (the Secret is
+    /// gone, as in a namespace deletion) the ones kept from its last reconcile.
+    async fn deletion_credentials(
+        &self,
+        key: &str,
+        namespace: &str,
+        spec: &PlamatioStoreSpec,
+    ) -> Result<Option<(String, String)>> {
+        match resolve_kafka_credentials(&self.client, namespace, spec).await {
+            Err(error @ Error::SecretNotFound { .. }) => {
+                let kept = self
+                    .deletion_credentials
+                    .lock()
+                    .ok()
+                    .and_then(|kept| kept.get(key).cloned());
+                match kept {
+                    Some(credentials) => {
+                        info!(%error, "Kafka credentials Secret gone; using the ones kept");
+                        Ok(Some(credentials))
+                    }
+                    None => Err(error),
+                }
+            }
+            other => other,
         }
     }
 
@@ -472,7 +513,13 @@ impl<'a> Pass<'a> {
     /// Every referenced Secret; a missing one stops everything before any child is written.
     async fn resolve_secrets(&self) -> Result<ResolvedSecrets> {
         match resolve_secrets(&self.ctx.client, &self.identity.namespace, &self.store.spec).await {
-            Ok(secrets) => Ok(secrets),
+            Ok(secrets) => {
+                let for_deletion = (self.store.spec.deletion_policy() == DeletionPolicy::Delete)
+                    .then_some(secrets.kafka_credentials.as_ref())
+                    .flatten();
+                self.ctx.keep_deletion_credentials(&self.key, for_deletion);
+                Ok(secrets)
+            }
             Err(
                 error @ (Error::SecretNotFound { .. }
                 | Error::SecretKeyNotFound { .. }
@@ -779,8 +826,9 @@ async fn handle_deletion(
         if topics.is_empty() {
             return Ok(topics);
         }
-        let credentials =
-            resolve_kafka_credentials(&ctx.client, &identity.namespace, &store.spec).await?;
+        let credentials = ctx
+            .deletion_credentials(&store_key(identity), &identity.namespace, &store.spec)
+            .await?;
         match KafkaConnection::for_spec(&store.spec, credentials, ctx.settings.kafka_timeout) {
             Some(connection) if store.spec.deletion_policy() == DeletionPolicy::Delete => {
                 delete_topics(&connection, &topics).await?;
@@ -793,6 +841,7 @@ async fn handle_deletion(
     match outcome {
         Ok(topics) => {
             set_finalizers(api, store, remaining, ctx).await?;
+            ctx.keep_deletion_credentials(&store_key(identity), None);
             let note = if topics.is_empty() {
                 "no topic deleted: the store created none that no other store asks for".to_owned()
             } else {
@@ -824,6 +873,7 @@ async fn handle_deletion(
                 )
                 .await;
                 set_finalizers(api, store, remaining, ctx).await?;
+                ctx.keep_deletion_credentials(&store_key(identity), None);
                 return Ok(Action::await_change());
             }
             Err(error)

@@ -1488,3 +1488,51 @@ async fn ready_topics_are_asked_again_after_the_topic_resync_interval() {
         ("False".into(), "KafkaUnavailable".into())
     );
 }
+
+#[tokio::test]
+async fn a_sasl_store_deletion_uses_the_kept_credentials_when_its_secret_went_first() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let mut spec = kafka_spec("shop", &bootstrap, DeletionPolicy::Delete);
+    if let Some(kafka) = spec.kafka.as_mut() {
+        kafka.security_protocol = Some(plamatio_operator::crd::SecurityProtocol::SaslPlaintext);
+        kafka.credentials_secret_ref = Some(plamatio_operator::crd::CredentialsSecretRef {
+            name: "shop-kafka".to_owned(),
+            ..Default::default()
+        });
+    }
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .secret(secret(
+            "shop-kafka",
+            &[("username", "shop"), ("password", "secret")],
+        ))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("reconciled (Kafka unreachable, reported)");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(api.client.clone(), NAMESPACE)
+        .delete("shop-kafka", &Default::default())
+        .await
+        .expect("Secret deleted with the namespace");
+
+    let deleted = being_deleted(&api.client, "shop").await;
+    let error = reconcile(Arc::new(deleted.clone()), Arc::clone(&ctx))
+        .await
+        .expect_err("the brokers are unreachable here");
+    assert_eq!(
+        error.metric_label(),
+        "KafkaUnavailable",
+        "the kept credentials were used: deletion went on to Kafka instead of stopping at the \
+         missing Secret ({error})"
+    );
+
+    // An operator that never saw the store (restarted) has nothing kept: the Secret is needed.
+    let restarted = context(&api.client, settings());
+    let error = reconcile(Arc::new(deleted), restarted)
+        .await
+        .expect_err("no credentials");
+    assert_eq!(error.metric_label(), "SecretNotFound");
+}

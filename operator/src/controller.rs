@@ -14,7 +14,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -25,6 +25,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::apply::{ObservedChildren, apply_changed, apply_child, is_up_to_date, prune_children};
 use crate::build::deployment::LiveReplicas;
+use crate::build::migration_job::{failed_at, migration_retry_wait};
 use crate::build::names::check_store_name;
 use crate::build::{
     BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
@@ -98,6 +99,8 @@ pub struct Context {
     /// Each store's last resolved SASL credentials, for deleting its topics when the Secret is
     /// deleted first (a namespace deletion removes both at once). In memory only: lost on restart.
     deletion_credentials: Mutex<HashMap<String, (String, String)>>,
+    /// Each store's failed migration Jobs in a row: the uid of the last one counted and the count.
+    migration_failures: Mutex<HashMap<String, (String, u32)>>,
 }
 
 impl Context {
@@ -120,6 +123,29 @@ impl Context {
             last_drift_repair: Mutex::new(HashMap::new()),
             last_ready_topics: Mutex::new(HashMap::new()),
             deletion_credentials: Mutex::new(HashMap::new()),
+            migration_failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a failed migration Job once (by uid) and returns the failures in a row.
+    fn count_migration_failure(&self, key: &str, job_uid: &str) -> u32 {
+        match self.migration_failures.lock() {
+            Ok(mut failures) => {
+                let entry = failures
+                    .entry(key.to_owned())
+                    .or_insert_with(|| (String::new(), 0));
+                if entry.0 != job_uid {
+                    *entry = (job_uid.to_owned(), entry.1.saturating_add(1));
+                }
+                entry.1
+            }
+            Err(_) => 1,
+        }
+    }
+
+    fn forget_migration_failures(&self, key: &str) {
+        if let Ok(mut failures) = self.migration_failures.lock() {
+            failures.remove(key);
         }
     }
 
@@ -399,13 +425,14 @@ pub async fn reconcile(store: Arc<PlamatioStore>, ctx: Arc<Context>) -> Result<A
     let mut observed = pass.observe().await?;
     let children = pass.build(&secrets, &observed)?;
     let migration = migration_of(&children, &observed);
+    let migration_retry = pass.retry_failed_migration(&migration, &observed).await?;
     let applied = pass.apply(&children, &migration, &mut observed).await?;
     let pruned = pass.prune(&children, &observed).await?;
     let kafka = pass.reconcile_topics(&secrets).await;
     let status_changed = pass.write_status(&observed, &migration, &kafka).await?;
     pass.publish_events(&applied, &pruned, &kafka, &migration, status_changed)
         .await;
-    Ok(pass.next_action(&kafka))
+    Ok(pass.next_action(&kafka, migration_retry))
 }
 
 /// One reconcile of one store: what every stage reads.
@@ -790,13 +817,68 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Back off while Kafka is unreachable, else come back at the resync interval.
-    fn next_action(&self, kafka: &KafkaObservation) -> Action {
+    /// A failed migration Job is deleted once its backoff has passed (see
+    /// [`migration_retry_wait`]), so the next reconcile runs it again; until then the store stays
+    /// Degraded/MigrationFailed. Returns when to come back.
+    async fn retry_failed_migration(
+        &self,
+        migration: &MigrationObservation,
+        observed: &ObservedChildren,
+    ) -> Result<Option<Duration>> {
+        let MigrationObservation::Failed { job: name } = migration else {
+            if matches!(migration, MigrationObservation::Complete { .. }) {
+                self.ctx.forget_migration_failures(&self.key);
+            }
+            return Ok(None);
+        };
+        let Some(job) = observed.typed::<Job>(ChildKind::Job, name) else {
+            return Ok(None);
+        };
+        let failures = self
+            .ctx
+            .count_migration_failure(&self.key, job.metadata.uid.as_deref().unwrap_or(name));
+        let now = Timestamp::now();
+        let failed = failed_at(&job).unwrap_or(now);
+        if let Some(wait) = migration_retry_wait(failures, failed, now) {
+            return Ok(Some(wait));
+        }
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match Api::<Job>::namespaced(self.ctx.client.clone(), &self.identity.namespace)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => self.ctx.metrics.wrote("delete"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        let note = format!(
+            "deleted migration Job {name} after {failures} failure(s) in a row; it runs again"
+        );
+        self.ctx
+            .publish(
+                self.store,
+                EventType::Normal,
+                "MigrationRetry",
+                "Migrate",
+                note,
+            )
+            .await;
+        Ok(Some(Duration::from_secs(1)))
+    }
+
+    /// Back off while Kafka is unreachable, else come back at the resync interval (or sooner, for
+    /// a migration to retry).
+    fn next_action(&self, kafka: &KafkaObservation, migration_retry: Option<Duration>) -> Action {
         if matches!(kafka, KafkaObservation::Unreachable { .. }) {
-            return Action::requeue(self.ctx.next_backoff(&self.key));
+            let backoff = self.ctx.next_backoff(&self.key);
+            return Action::requeue(migration_retry.map_or(backoff, |retry| retry.min(backoff)));
         }
         self.ctx.reset_backoff(&self.key);
-        Action::requeue(self.ctx.settings.resync_interval)
+        let resync = self.ctx.settings.resync_interval;
+        Action::requeue(migration_retry.map_or(resync, |retry| retry.min(resync)))
     }
 }
 

@@ -479,6 +479,10 @@ pub struct PlamatioStoreStatus {
     pub topics: Vec<TopicStatus>,
     /// Image tag whose migrations the last completed migration Job applied.
     pub migration_version: Option<String>,
+    /// The API image the Deployment runs (the spec's, or the operator's default when it names none),
+    /// so an operator upgrade that changes the default shows on every store it rolls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Topics this store created: the only ones its deletion may delete (`deletionPolicy: Delete`),
     /// so stores sharing a prefix never delete each other's topics. Absent until the operator first
     /// reached Kafka for the store.

@@ -99,6 +99,8 @@ pub struct DeploymentObservation {
     pub replicas: i32,
     pub ready: i32,
     pub rolled_out: bool,
+    /// The image of its first container.
+    pub image: Option<String>,
 }
 
 impl DeploymentObservation {
@@ -117,11 +119,18 @@ impl DeploymentObservation {
         };
         let updated = status.updated_replicas.unwrap_or(0);
         let available = status.available_replicas.unwrap_or(0);
+        let image = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.image.clone());
         DeploymentObservation {
             desired,
             replicas: status.replicas.unwrap_or(0),
             ready: status.ready_replicas.unwrap_or(0),
             rolled_out: current_generation && updated >= desired && available >= desired,
+            image,
         }
     }
 }
@@ -564,6 +573,11 @@ pub fn observed_status(
         topics,
         migration_version,
         owned_topics,
+        image: observation
+            .deployment
+            .as_ref()
+            .and_then(|d| d.image.clone())
+            .or_else(|| previous.and_then(|p| p.image.clone())),
     }
 }
 

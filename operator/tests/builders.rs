@@ -873,3 +873,28 @@ fn api_keys_with_an_unknown_scope_or_a_bad_digest_are_refused() {
     .expect_err("digest");
     assert_eq!(error.metric_label(), "InvalidSecret");
 }
+
+#[test]
+fn a_failing_migration_waits_longer_after_each_failure() {
+    use plamatio_operator::build::migration_job::migration_retry_wait;
+    use std::time::Duration;
+    let failed = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
+    let after = |seconds: i64| failed + k8s_openapi::jiff::SignedDuration::from_secs(seconds);
+    let table = [
+        (1, 0, Some(30)),
+        (1, 29, Some(1)),
+        (1, 30, None),
+        (2, 30, Some(30)),
+        (2, 60, None),
+        (4, 200, Some(40)),
+        (20, 1799, Some(1)),
+        (20, 1800, None),
+    ];
+    for (failures, waited, want) in table {
+        assert_eq!(
+            migration_retry_wait(failures, failed, after(waited)),
+            want.map(Duration::from_secs),
+            "{failures} failures, {waited}s after"
+        );
+    }
+}

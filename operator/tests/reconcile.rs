@@ -218,6 +218,11 @@ async fn an_available_deployment_makes_the_store_ready() {
     let status = store.status.expect("status");
     assert_eq!(status.ready_replicas, Some(2));
     assert_eq!(status.replicas, Some(2));
+    assert_eq!(
+        status.image.as_deref(),
+        Some(plamatio_operator::build::DEFAULT_API_IMAGE),
+        "the resolved image: the operator's default, as the spec names none"
+    );
     let writes = api.writes.take();
     assert_eq!(
         writes,
@@ -1535,4 +1540,62 @@ async fn a_sasl_store_deletion_uses_the_kept_credentials_when_its_secret_went_fi
         .await
         .expect_err("no credentials");
     assert_eq!(error.metric_label(), "SecretNotFound");
+}
+
+async fn fail_job(client: &Client, name: &str, failed_seconds_ago: i64) {
+    let failed_at = Timestamp::now() - SignedDuration::from_secs(failed_seconds_ago);
+    let failed = json!({"status": {"failed": 4, "conditions": [{
+        "type": "Failed", "status": "True", "lastTransitionTime": failed_at.to_string()
+    }]}});
+    Api::<Job>::namespaced(client.clone(), NAMESPACE)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&failed))
+        .await
+        .expect("job failed");
+}
+
+#[tokio::test]
+async fn a_failed_migration_runs_again_after_its_backoff_without_anyone_deleting_the_job() {
+    let mut spec = minimal_spec("shop");
+    spec.database.migrations = Some(MigrationMode::Auto);
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    let job_name = migration_job_name("shop", "0.1.0");
+    reconcile_in(&api, "shop", &ctx).await.expect("Job created");
+
+    // Just failed: left alone for the first backoff (30 s), the store degraded.
+    fail_job(&api.client, &job_name, 1).await;
+    api.writes.take();
+    let action = reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(exists::<Job>(&api.client, &job_name).await);
+    assert!(
+        (28..=30).any(|seconds| action == Action::requeue(Duration::from_secs(seconds))),
+        "back when the 30 s backoff ends: {action:?}"
+    );
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::DEGRADED),
+        ("True".into(), "MigrationFailed".into())
+    );
+
+    // Failed long enough ago: deleted, and the next reconcile runs it again.
+    fail_job(&api.client, &job_name, 120).await;
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(!exists::<Job>(&api.client, &job_name).await, "deleted");
+    assert!(
+        api.bodies
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "MigrationRetry")
+    );
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(exists::<Job>(&api.client, &job_name).await, "created again");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::DATABASE_READY),
+        ("False".into(), "MigrationRunning".into())
+    );
 }

@@ -25,6 +25,7 @@ fn deployment(ready: i32, desired: i32, rolled_out: bool) -> DeploymentObservati
         replicas: desired,
         ready,
         rolled_out,
+        image: None,
     }
 }
 

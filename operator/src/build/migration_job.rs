@@ -3,11 +3,13 @@
 //! and an unchanged one never again.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 
 use super::deployment::{API_USER_ID, api_image};
 use super::{
@@ -30,6 +32,42 @@ pub fn schema_version(image: &str) -> String {
         Some((_, tag)) if !tag.is_empty() => tag.to_owned(),
         _ => "latest".to_owned(),
     }
+}
+
+/// First wait before a failed migration Job is run again, doubled per failure.
+pub const MIGRATION_RETRY_BASE: Duration = Duration::from_secs(30);
+/// Longest wait between two runs of a failing migration.
+pub const MIGRATION_RETRY_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// How long after its failure a migration Job that failed `failures` times in a row is left alone
+/// before it is deleted and run again: `None` when that time has passed. The wait doubles per
+/// failure (30 s, 1 min, 2 min … 30 min), so a database that comes back is migrated without anyone
+/// deleting the Job, and a migration that keeps failing does not run in a loop.
+pub fn migration_retry_wait(
+    failures: u32,
+    failed_at: Timestamp,
+    now: Timestamp,
+) -> Option<Duration> {
+    let exponent = failures.saturating_sub(1).min(16);
+    let wait = MIGRATION_RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(MIGRATION_RETRY_MAX);
+    // Whole seconds: the Job's failure time has no finer precision on the server.
+    let waited =
+        Duration::from_secs(u64::try_from(now.duration_since(failed_at).as_secs()).unwrap_or(0));
+    (waited < wait).then(|| wait - waited)
+}
+
+/// When the Job failed: its `Failed` condition's transition time.
+pub fn failed_at(job: &Job) -> Option<Timestamp> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|time| time.0)
 }
 
 /// The Job that migrates `identity`'s database to `version` (see [`names::migration_job_name`]).

@@ -1000,6 +1000,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
+    let metrics = Arc::clone(&context.metrics);
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
         Api::<PlamatioStore>::all(client.clone()),
@@ -1019,10 +1020,24 @@ pub async fn run(
         .with_config(Config::default().concurrency(context.settings.reconcile_concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((store, _)) => debug!(store = %store.name, "reconciled"),
-                Err(error) => debug!(%error, "reconcile error"),
+        .for_each(|result| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                match result {
+                    Ok((store, _)) => {
+                        metrics.reconciled();
+                        debug!(store = %store.name, "reconciled");
+                    }
+                    Err(kube::runtime::controller::Error::QueueError(error)) => {
+                        warn!(%error, "watch failed; it retries");
+                        metrics.watch_failed(error.to_string());
+                    }
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, store)) => {
+                        metrics.reconciled();
+                        debug!(%error, store = %store.name, "reconcile error");
+                    }
+                    Err(error) => debug!(%error, "reconcile error"),
+                }
             }
         })
         .await;

@@ -82,3 +82,56 @@ fn a_condition_message_is_cut_to_what_metav1_condition_accepts() {
     let message = cut_to("x".repeat(40_000), MAX_CONDITION_MESSAGE_BYTES);
     assert!(message.len() <= MAX_CONDITION_MESSAGE_BYTES);
 }
+
+#[test]
+fn healthz_fails_only_while_watch_errors_keep_coming() {
+    use plamatio_operator::metrics::{WATCH_ERROR_WINDOW, WatchHealth};
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let at = |seconds: u64| start + Duration::from_secs(seconds);
+    let mut health = WatchHealth::default();
+    assert!(
+        health.check(at(0)).is_ok(),
+        "healthy before any watch error"
+    );
+    health.watch_failed(at(10), "403 Forbidden: deployments".to_owned());
+    assert_eq!(
+        health.check(at(11)),
+        Err("403 Forbidden: deployments".to_owned())
+    );
+    health.reconciled(at(12));
+    assert!(
+        health.check(at(13)).is_ok(),
+        "a reconcile after it: watching again"
+    );
+    health.watch_failed(at(20), "connection refused".to_owned());
+    assert!(health.check(at(21)).is_err());
+    assert!(
+        health
+            .check(at(20) + WATCH_ERROR_WINDOW + Duration::from_secs(1))
+            .is_ok(),
+        "an error that does not come back stops counting"
+    );
+}
+
+#[tokio::test]
+async fn the_healthz_endpoint_answers_503_while_a_watch_fails() {
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    use plamatio_operator::metrics::{Metrics, healthz};
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::new());
+    let ok = healthz(State(Arc::clone(&metrics))).await.into_response();
+    assert_eq!(ok.status(), axum::http::StatusCode::OK);
+    metrics.watch_failed("connection refused".to_owned());
+    let failing = healthz(State(Arc::clone(&metrics))).await.into_response();
+    assert_eq!(
+        failing.status(),
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("plamatio_operator_watch_errors_total 1")
+    );
+}

@@ -109,6 +109,15 @@ pub struct RunConfig {
     /// Reconciles running at once (at least 1).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
     pub reconcile_concurrency: u16,
+    /// Comma-separated namespaces to reconcile stores in (the namespace-scoped install, whose RBAC
+    /// is a Role per namespace); empty: every namespace.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Run without leader election (a single replica, or local development).
     #[arg(long, env = "DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
@@ -146,6 +155,12 @@ impl RunConfig {
             drift_repair_interval: Duration::from_secs(self.drift_repair_seconds.max(10)),
             topic_resync_interval: Duration::from_secs(self.topic_resync_seconds),
             reconcile_concurrency: self.reconcile_concurrency.max(1),
+            watch_namespaces: self
+                .watch_namespaces
+                .iter()
+                .map(|namespace| namespace.trim().to_owned())
+                .filter(|namespace| !namespace.is_empty())
+                .collect(),
             ..Settings::default()
         }
     }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -63,6 +63,8 @@ pub struct Settings {
     pub topic_resync_interval: Duration,
     /// Reconciles running at once.
     pub reconcile_concurrency: u16,
+    /// Namespaces whose stores this operator reconciles; empty: every namespace.
+    pub watch_namespaces: Vec<String>,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -77,6 +79,7 @@ impl Default for Settings {
             drift_repair_interval: Duration::from_secs(300),
             topic_resync_interval: Duration::from_secs(300),
             reconcile_concurrency: 4,
+            watch_namespaces: Vec::new(),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -882,6 +885,23 @@ impl<'a> Pass<'a> {
     }
 }
 
+/// Every store this operator watches (what a deletion must not take topics from).
+async fn watched_stores(ctx: &Context) -> Result<Vec<PlamatioStore>> {
+    let namespaces = &ctx.settings.watch_namespaces;
+    if namespaces.is_empty() {
+        let stores = Api::<PlamatioStore>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        return Ok(stores.items);
+    }
+    let mut stores = Vec::new();
+    for namespace in namespaces {
+        let api = Api::<PlamatioStore>::namespaced(ctx.client.clone(), namespace);
+        stores.extend(api.list(&ListParams::default()).await?.items);
+    }
+    Ok(stores)
+}
+
 /// Deletion: owned objects go by garbage collection; only the topics of a `Delete` policy need work.
 /// The finalizer gives up after `finalizer_timeout` so a lost Kafka never blocks deletion forever.
 async fn handle_deletion(
@@ -900,10 +920,7 @@ async fn handle_deletion(
         .cloned()
         .collect();
     let outcome: Result<Vec<String>> = async {
-        let all_stores = Api::<PlamatioStore>::all(ctx.client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items;
+        let all_stores = watched_stores(ctx).await?;
         let topics = topics_to_delete(store, &all_stores);
         if topics.is_empty() {
             return Ok(topics);
@@ -994,26 +1011,60 @@ fn stores_referencing(
 }
 
 /// Runs the controller until `shutdown` resolves: watches stores, their children and referenced
-/// Secrets.
+/// Secrets — cluster-wide, or in each of `settings.watch_namespaces` (one controller per namespace,
+/// sharing the context, for the namespace-scoped install whose RBAC is a Role per namespace).
 pub async fn run(
     context: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.shared();
+    let namespaces = context.settings.watch_namespaces.clone();
+    if namespaces.is_empty() {
+        run_in(Arc::clone(&context), None, shutdown).await;
+    } else {
+        futures::future::join_all(
+            namespaces
+                .into_iter()
+                .map(|namespace| run_in(Arc::clone(&context), Some(namespace), shutdown.clone())),
+        )
+        .await;
+    }
+    info!("controller stopped");
+}
+
+/// `Api::all` cluster-wide, or `Api::namespaced` in one watched namespace.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
+    let scope = namespace.as_deref();
     let metrics = Arc::clone(&context.metrics);
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
-        Api::<PlamatioStore>::all(client.clone()),
+        scoped::<PlamatioStore>(&client, scope),
         watcher::Config::default(),
     );
     let reader = controller.store();
+    info!(namespace = scope.unwrap_or("(all)"), "watching stores");
     controller
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<Job>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), children)
+        .owns(scoped::<Deployment>(&client, scope), children.clone())
+        .owns(scoped::<Job>(&client, scope), children.clone())
+        .owns(scoped::<Service>(&client, scope), children.clone())
+        .owns(scoped::<ConfigMap>(&client, scope), children)
         .watches(
-            Api::<Secret>::all(client),
+            scoped::<Secret>(&client, scope),
             watcher::Config::default(),
             move |secret| stores_referencing(&reader, &secret),
         )
@@ -1041,5 +1092,4 @@ pub async fn run(
             }
         })
         .await;
-    info!("controller stopped");
 }

@@ -37,3 +37,15 @@ fn topic_and_drift_intervals_default_to_five_minutes() {
         Duration::from_secs(60)
     );
 }
+
+#[test]
+fn watch_namespaces_select_the_namespace_scoped_mode() {
+    assert!(
+        settings(&[]).watch_namespaces.is_empty(),
+        "cluster-wide by default"
+    );
+    assert_eq!(
+        settings(&["--watch-namespaces", "shops, outlets"]).watch_namespaces,
+        vec!["shops".to_owned(), "outlets".to_owned()]
+    );
+}

@@ -1599,3 +1599,59 @@ async fn a_failed_migration_runs_again_after_its_backoff_without_anyone_deleting
         ("False".into(), "MigrationRunning".into())
     );
 }
+
+#[tokio::test]
+async fn namespace_scoped_mode_never_lists_across_namespaces() {
+    // With WATCH_NAMESPACES the RBAC is a Role per namespace: a list across namespaces would be
+    // refused, so neither a reconcile nor a deletion may make one.
+    let broker = Broker::start();
+    let mut settings = settings();
+    settings.watch_namespaces = vec![NAMESPACE.to_owned()];
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("deletion");
+    let lists = api.bodies.lists();
+    assert!(!lists.is_empty(), "lists are recorded");
+    assert!(
+        lists
+            .iter()
+            .all(|namespace| namespace.as_deref() == Some(NAMESPACE)),
+        "{lists:?}"
+    );
+    assert!(
+        topics_on(&broker.bootstrap())
+            .iter()
+            .all(|t| !t.starts_with("shop.")),
+        "the store's topics are deleted"
+    );
+}
+
+#[tokio::test]
+async fn cluster_wide_mode_lists_stores_across_namespaces_for_a_deletion() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(deleted_store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Delete),
+            1,
+        ))
+        .build()
+        .await;
+    let _ = reconcile_latest(&api, "shop", settings()).await;
+    assert!(
+        api.bodies.lists().contains(&None),
+        "{:?}",
+        api.bodies.lists()
+    );
+}

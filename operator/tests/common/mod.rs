@@ -100,6 +100,7 @@ pub struct BodyLog {
     events: Arc<Mutex<Vec<Value>>>,
     field_managers: Arc<Mutex<Vec<FieldManagerOfWrite>>>,
     gets: Arc<Mutex<Vec<String>>>,
+    lists: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// A write (`patch name` / `patch_status name`) and the field manager it named.
@@ -125,6 +126,11 @@ impl BodyLog {
     /// Every single-object read so far, as `namespace/name` (the RBAC tests: which kinds need `get`).
     pub fn gets(&self) -> Vec<String> {
         self.gets.lock().expect("body log").clone()
+    }
+
+    /// The namespace of every list so far (`None`: across all namespaces).
+    pub fn lists(&self) -> Vec<Option<String>> {
+        self.lists.lock().expect("body log").clone()
     }
 
     /// The Events created so far.
@@ -241,7 +247,8 @@ impl FakeApiBuilder {
             writes.clone(),
             writes.clone(),
         );
-        let (create_bodies, patch_bodies, status_bodies, get_bodies) = (
+        let (create_bodies, patch_bodies, status_bodies, get_bodies, list_bodies) = (
+            bodies.clone(),
             bodies.clone(),
             bodies.clone(),
             bodies.clone(),
@@ -249,6 +256,14 @@ impl FakeApiBuilder {
         );
         let refuse_patch_of = self.refuse_patch_of.clone();
         let funcs = interceptor::Funcs::new()
+            .list(move |ctx| {
+                list_bodies
+                    .lists
+                    .lock()
+                    .expect("body log")
+                    .push(ctx.namespace.map(str::to_owned));
+                Ok(None)
+            })
             .get(move |ctx| {
                 get_bodies
                     .gets

@@ -255,7 +255,11 @@ pub async fn run_while_leader(
     // After a lost renewal nothing may keep writing: reconciles still running after the grace are
     // dropped mid-flight (their next step would act without the Lease).
     let abandon = async move {
-        let _ = lost_receiver.wait_for(Option::is_some).await;
+        // A stop for any other reason (shutdown, a released Lease) drops the sender: then the
+        // controller's graceful shutdown is left to finish.
+        if lost_receiver.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(stop_grace).await;
     };
     tokio::select! {

@@ -49,8 +49,9 @@ declare -A value_sets=(
   [default]=""
   [evaluation]="--set evaluation.enabled=true"
   [maximal]="--values $chart/ci/maximal-values.yaml"
+  [namespaced]="--set operator.watchNamespaces={shops,outlets}"
 )
-names=(default evaluation maximal)
+names=(default evaluation maximal namespaced)
 
 step "helm lint --strict"
 for name in "${names[@]}"; do
@@ -113,6 +114,7 @@ default = load(f"{work}/default.yaml")
 evaluation = load(f"{work}/evaluation.yaml")
 maximal = load(f"{work}/maximal.yaml")
 single = load(f"{work}/single.yaml")
+namespaced = load(f"{work}/namespaced.yaml")
 
 # RBAC: exactly the permission set of the reference manifest.
 for kind in ("ClusterRole", "Role"):
@@ -135,6 +137,20 @@ expect(container["readinessProbe"]["httpGet"]["path"] == "/healthz", "readiness 
 expect(find(default, "PodDisruptionBudget"), "a PodDisruptionBudget with 2 replicas")
 expect(not find(default, "PlamatioStore"), "no store without evaluation mode")
 expect(not find(default, "CustomResourceDefinition"), "the CRD comes from crds/, not templates/")
+
+# Namespace-scoped install: the ClusterRole's rules as a Role (and RoleBinding) in each watched
+# namespace, nothing cluster-wide, and the operator told which namespaces to watch.
+expect(not find(namespaced, "ClusterRole") and not find(namespaced, "ClusterRoleBinding"),
+       "namespace-scoped install: no ClusterRole or ClusterRoleBinding")
+cluster_rules = [rules(r) for r in find(reference, "ClusterRole")]
+for ns in ("shops", "outlets"):
+    roles = [r for r in find(namespaced, "Role") if r["metadata"].get("namespace") == ns]
+    expect([rules(r) for r in roles] == cluster_rules, f"namespace-scoped install: the Role in {ns} has the ClusterRole's rules")
+    bindings = [b for b in find(namespaced, "RoleBinding") if b["metadata"].get("namespace") == ns]
+    expect(len(bindings) == 1 and bindings[0]["roleRef"]["kind"] == "Role", f"namespace-scoped install: a RoleBinding in {ns}")
+_, container = operator_container(namespaced)
+expect({e["name"]: e.get("value") for e in container["env"]}.get("WATCH_NAMESPACES") == "shops,outlets",
+       "namespace-scoped install: WATCH_NAMESPACES names the namespaces")
 
 spec, container = operator_container(single)
 expect("--disable-leader-election" in container["args"], "leader election off with 1 replica")

@@ -12,7 +12,7 @@ use tracing::{debug, info, instrument};
 use crate::build::{
     APPLIED_HASH_ANNOTATION, Child, ChildKind, MANAGED_BY_LABEL, MANAGER, STORE_LABEL,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The children of one store as the API server has them, keyed by kind and name.
 #[derive(Clone, Debug, Default)]
@@ -90,14 +90,27 @@ pub fn is_up_to_date(desired: &Child, observed: Option<&DynamicObject>) -> bool 
 }
 
 /// Server-side applies one child with the operator's field manager, taking over conflicting fields.
+/// A refusal becomes [`Error::ApplyFailed`] with the server's reason and message.
 #[instrument(skip(client, child), fields(kind = child.kind.as_str(), name = %child.name))]
 pub async fn apply_child(client: &Client, namespace: &str, child: &Child) -> Result<DynamicObject> {
     let params = PatchParams::apply(MANAGER).force();
     let applied = dynamic_api(client, namespace, child.kind)
         .patch(&child.name, &params, &Patch::Apply(&child.object))
-        .await?;
+        .await
+        .map_err(|error| {
+            Error::apply_failed(format!("{}/{}", child.kind.as_str(), child.name), error)
+        })?;
     debug!("applied");
     Ok(applied)
+}
+
+/// Whether an apply changed the object: a server-side apply that changes nothing keeps the
+/// resourceVersion (no write happened), so only a new one — or a new object — counts as a write.
+pub fn apply_changed(before: Option<&DynamicObject>, after: &DynamicObject) -> bool {
+    match before.and_then(|object| object.metadata.resource_version.as_ref()) {
+        Some(version) => after.metadata.resource_version.as_ref() != Some(version),
+        None => true,
+    }
 }
 
 /// Deletes observed children that are not in `keep` and that this store owns.

@@ -10,6 +10,9 @@ use crate::build::{BuildSettings, DEFAULT_AGENT_IMAGE, DEFAULT_API_IMAGE};
 use crate::controller::Settings;
 use crate::leader::LeaseSettings;
 
+/// How long a Lease stays valid without renewal.
+pub const LEASE_DURATION_SECONDS: u64 = 15;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plamatio-operator",
@@ -95,6 +98,26 @@ pub struct RunConfig {
     /// Periodic re-check of each store, in seconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// How often every child of a store is re-applied to undo edits made outside the operator, in
+    /// seconds (an unchanged apply writes nothing).
+    #[arg(long, env = "DRIFT_REPAIR_SECONDS", default_value_t = 300)]
+    pub drift_repair_seconds: u64,
+    /// How long topics found ready are trusted before Kafka is asked again, in seconds (a change of
+    /// the Kafka spec or credentials, or a failed check, asks at once).
+    #[arg(long, env = "TOPIC_RESYNC_SECONDS", default_value_t = 300)]
+    pub topic_resync_seconds: u64,
+    /// Reconciles running at once (at least 1).
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
+    pub reconcile_concurrency: u16,
+    /// Comma-separated namespaces to reconcile stores in (the namespace-scoped install, whose RBAC
+    /// is a Role per namespace); empty: every namespace.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Run without leader election (a single replica, or local development).
     #[arg(long, env = "DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
@@ -106,6 +129,10 @@ pub struct RunConfig {
     /// This replica's identity in the Lease and in Events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "plamatio-operator")]
     pub identity: String,
+    /// Longest time without a confirmed Lease renewal before this replica stops acting and exits,
+    /// in seconds (below the 15 s Lease duration).
+    #[arg(long, env = "LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    pub lease_renew_deadline_seconds: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
@@ -125,6 +152,15 @@ impl RunConfig {
             kafka_timeout: Duration::from_secs(self.kafka_timeout_seconds.max(1)),
             finalizer_timeout: Duration::from_secs(self.finalizer_timeout_seconds),
             resync_interval: Duration::from_secs(self.resync_seconds.max(10)),
+            drift_repair_interval: Duration::from_secs(self.drift_repair_seconds.max(10)),
+            topic_resync_interval: Duration::from_secs(self.topic_resync_seconds),
+            reconcile_concurrency: self.reconcile_concurrency.max(1),
+            watch_namespaces: self
+                .watch_namespaces
+                .iter()
+                .map(|namespace| namespace.trim().to_owned())
+                .filter(|namespace| !namespace.is_empty())
+                .collect(),
             ..Settings::default()
         }
     }
@@ -134,8 +170,16 @@ impl RunConfig {
             name: self.lease_name.clone(),
             namespace: self.lease_namespace.clone(),
             identity: self.identity.clone(),
-            duration_seconds: 15,
-            grace_seconds: 5,
+            // Renewals every 7 s (8 s before expiry), read back every second: a replica sees its
+            // renewal within ~8 s, stops after 10 s without one, well before the 15 s expiry.
+            duration_seconds: LEASE_DURATION_SECONDS,
+            grace_seconds: 8,
+            renew_deadline: Duration::from_secs(
+                self.lease_renew_deadline_seconds
+                    .clamp(2, LEASE_DURATION_SECONDS - 2),
+            ),
+            renew_check_period: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(2),
         }
     }
 }

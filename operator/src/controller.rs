@@ -1,20 +1,21 @@
-//! The `PlamatioStore` controller: the [`Context`] shared by reconciles, the reconcile itself as clear
-//! stages (read → resolve Secrets → build → apply → prune → Kafka topics → status), deletion with a
-//! bounded finalizer, exponential backoff, Events, and the watches that trigger it all.
+//! The `PlamatioStore` controller: the [`Context`] shared by reconciles, the reconcile itself as a
+//! pipeline of named stages (deletion or pause → finalizer → name → Secrets → observe → build →
+//! apply → prune → topics → status → events → next action), deletion with a bounded finalizer,
+//! exponential backoff, Events, and the watches that trigger it all.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -22,18 +23,22 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use crate::apply::{ObservedChildren, apply_child, is_up_to_date, prune_children};
+use crate::apply::{ObservedChildren, apply_changed, apply_child, is_up_to_date, prune_children};
+use crate::build::deployment::LiveReplicas;
+use crate::build::migration_job::{failed_at, migration_retry_wait};
+use crate::build::names::check_store_name;
 use crate::build::{
-    BuildSettings, ChildKind, MANAGED_BY_LABEL, MANAGER, StoreIdentity, build_children,
+    BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
+    StoreIdentity, build_children, hex_sha256,
 };
-use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreStatus};
+use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreSpec, PlamatioStoreStatus};
 use crate::error::{Error, Result};
-use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics};
+use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics, topics_to_delete};
 use crate::metrics::Metrics;
 use crate::secrets::{referenced_secret_names, resolve_kafka_credentials, resolve_secrets};
 use crate::status::{
-    DeploymentObservation, KafkaObservation, MigrationObservation, Observation, blocked_status,
-    observed_status, paused_status,
+    DeploymentObservation, KAFKA_TOPICS_READY, KafkaObservation, MigrationObservation, Observation,
+    apply_failed_status, blocked_status, cut_to, find_condition, observed_status, paused_status,
 };
 
 /// Finalizer that exists only while `deletionPolicy: Delete` needs the topics removed.
@@ -47,8 +52,19 @@ pub struct Settings {
     pub kafka_timeout: Duration,
     /// How long the finalizer retries deleting topics before it gives up and lets the store go.
     pub finalizer_timeout: Duration,
-    /// Periodic re-check of a healthy store (reads only when nothing changed).
+    /// Periodic re-check of a healthy store.
     pub resync_interval: Duration,
+    /// How often every child is re-applied even when its applied-hash matches (drift repair); the
+    /// API server answers an unchanged apply without a write.
+    pub drift_repair_interval: Duration,
+    /// How long topics found ready stay trusted: Kafka is checked again only after it, or when the
+    /// Kafka spec or credentials change, or after a failed check (not on every Deployment status
+    /// change).
+    pub topic_resync_interval: Duration,
+    /// Reconciles running at once.
+    pub reconcile_concurrency: u16,
+    /// Namespaces whose stores this operator reconciles; empty: every namespace.
+    pub watch_namespaces: Vec<String>,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -60,6 +76,10 @@ impl Default for Settings {
             kafka_timeout: Duration::from_secs(10),
             finalizer_timeout: Duration::from_secs(300),
             resync_interval: Duration::from_secs(300),
+            drift_repair_interval: Duration::from_secs(300),
+            topic_resync_interval: Duration::from_secs(300),
+            reconcile_concurrency: 4,
+            watch_namespaces: Vec::new(),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -74,6 +94,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each store last had every child re-applied (drift repair).
+    last_drift_repair: Mutex<HashMap<String, Instant>>,
+    /// Each store's last Kafka check that found every topic ready: what it was made for (a digest of
+    /// the Kafka spec and credentials) and when.
+    last_ready_topics: Mutex<HashMap<String, (String, Instant)>>,
+    /// Each store's last resolved SASL credentials, for deleting its topics when the Secret is
+    /// deleted first (a namespace deletion removes both at once). In memory only: lost on restart.
+    deletion_credentials: Mutex<HashMap<String, (String, String)>>,
+    /// Each store's failed migration Jobs in a row: the uid of the last one counted and the count.
+    migration_failures: Mutex<HashMap<String, (String, u32)>>,
 }
 
 impl Context {
@@ -93,6 +123,112 @@ impl Context {
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
+            last_drift_repair: Mutex::new(HashMap::new()),
+            last_ready_topics: Mutex::new(HashMap::new()),
+            deletion_credentials: Mutex::new(HashMap::new()),
+            migration_failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a failed migration Job once (by uid) and returns the failures in a row.
+    fn count_migration_failure(&self, key: &str, job_uid: &str) -> u32 {
+        match self.migration_failures.lock() {
+            Ok(mut failures) => {
+                let entry = failures
+                    .entry(key.to_owned())
+                    .or_insert_with(|| (String::new(), 0));
+                if entry.0 != job_uid {
+                    *entry = (job_uid.to_owned(), entry.1.saturating_add(1));
+                }
+                entry.1
+            }
+            Err(_) => 1,
+        }
+    }
+
+    fn forget_migration_failures(&self, key: &str) {
+        if let Ok(mut failures) = self.migration_failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// Keeps what deleting the store's topics needs, while the store lives.
+    fn keep_deletion_credentials(&self, key: &str, credentials: Option<&(String, String)>) {
+        if let Ok(mut kept) = self.deletion_credentials.lock() {
+            match credentials {
+                Some(credentials) => kept.insert(key.to_owned(), credentials.clone()),
+                None => kept.remove(key),
+            };
+        }
+    }
+
+    /// The SASL credentials to delete a store's topics with: from its Secret, else (the Secret is
+    /// gone, as in a namespace deletion) the ones kept from its last reconcile.
+    async fn deletion_credentials(
+        &self,
+        key: &str,
+        namespace: &str,
+        spec: &PlamatioStoreSpec,
+    ) -> Result<Option<(String, String)>> {
+        match resolve_kafka_credentials(&self.client, namespace, spec).await {
+            Err(error @ Error::SecretNotFound { .. }) => {
+                let kept = self
+                    .deletion_credentials
+                    .lock()
+                    .ok()
+                    .and_then(|kept| kept.get(key).cloned());
+                match kept {
+                    Some(credentials) => {
+                        info!(%error, "Kafka credentials Secret gone; using the ones kept");
+                        Ok(Some(credentials))
+                    }
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Whether topics found ready for `fingerprint` are recent enough to trust without Kafka.
+    fn topics_recently_ready(&self, key: &str, fingerprint: &str) -> bool {
+        self.last_ready_topics.lock().is_ok_and(|checks| {
+            checks.get(key).is_some_and(|(checked, at)| {
+                checked == fingerprint && at.elapsed() < self.settings.topic_resync_interval
+            })
+        })
+    }
+
+    fn record_topic_check(&self, key: &str, fingerprint: String, all_ready: bool) {
+        if let Ok(mut checks) = self.last_ready_topics.lock() {
+            if all_ready {
+                checks.insert(key.to_owned(), (fingerprint, Instant::now()));
+            } else {
+                checks.remove(key);
+            }
+        }
+    }
+
+    /// Whether this reconcile re-applies every child, changed or not: once per
+    /// `drift_repair_interval` per store, so an edit by hand or a mutating webhook is undone by the
+    /// next resync while reconciles triggered by status changes stay read-only.
+    /// The clock of a store starts when this operator first sees it, so a restart does not re-apply
+    /// every child of every store at once.
+    pub fn drift_repair_due(&self, key: &str) -> bool {
+        match self.last_drift_repair.lock() {
+            Ok(mut repairs) => match repairs.get(key) {
+                Some(last) => last.elapsed() >= self.settings.drift_repair_interval,
+                None => {
+                    repairs.insert(key.to_owned(), Instant::now());
+                    false
+                }
+            },
+            Err(_) => true,
+        }
+    }
+
+    fn drift_repaired(&self, key: &str) {
+        if let Ok(mut repairs) = self.last_drift_repair.lock() {
+            repairs.insert(key.to_owned(), Instant::now());
         }
     }
 
@@ -130,7 +266,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(event_note(note)),
             action: action.to_owned(),
             secondary: None,
         };
@@ -141,12 +277,30 @@ impl Context {
     }
 }
 
+/// Longest Event note the API server accepts (events.k8s.io/v1 `note`: 1 KiB).
+pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// The note cut to what the API server accepts, at a character boundary and marked as cut (a
+/// server's error message can be longer, and an Event refused for its length says nothing).
+pub fn event_note(note: String) -> String {
+    cut_to(note, MAX_EVENT_NOTE_BYTES)
+}
+
 fn store_key(identity: &StoreIdentity) -> String {
     format!("{}/{}", identity.namespace, identity.name)
 }
 
 fn has_finalizer(store: &PlamatioStore) -> bool {
     store.finalizers().iter().any(|f| f == TOPICS_FINALIZER)
+}
+
+/// Merge patches (finalizers, status) carry the operator's field manager too, so `managedFields`
+/// names it for every field it writes.
+fn merge_patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
 }
 
 async fn set_finalizers(
@@ -163,7 +317,7 @@ async fn set_finalizers(
     });
     api.patch(
         &store.name_any(),
-        &PatchParams::default(),
+        &merge_patch_params(),
         &Patch::Merge(&patch),
     )
     .await?;
@@ -183,7 +337,7 @@ async fn patch_status_if_changed(
     let patch = json!({ "status": status });
     api.patch_status(
         &store.name_any(),
-        &PatchParams::default(),
+        &merge_patch_params(),
         &Patch::Merge(&patch),
     )
     .await?;
@@ -192,36 +346,169 @@ async fn patch_status_if_changed(
     Ok(true)
 }
 
-/// Reconciles one store. Writes happen only where the observed state differs from the wanted one.
+/// Records a reconcile that stopped before writing any child: `Degraded` with the error's reason and
+/// message, and a Warning Event when that status is new.
+async fn report_blocked(
+    api: &Api<PlamatioStore>,
+    store: &PlamatioStore,
+    ctx: &Context,
+    error: &Error,
+    action: &str,
+    now: &Time,
+) -> Result<()> {
+    let message = error.to_string();
+    let status = blocked_status(
+        store.status.as_ref(),
+        store.metadata.generation,
+        error.metric_label(),
+        &message,
+        now,
+    );
+    if patch_status_if_changed(api, store, status, ctx).await? {
+        ctx.publish(
+            store,
+            EventType::Warning,
+            error.metric_label(),
+            action,
+            message,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Records a child the API server refused: `Degraded` with the server's reason and message, and a
+/// Warning Event when that status is new (the error itself goes to the backoff).
+async fn report_apply_failure(
+    api: &Api<PlamatioStore>,
+    store: &PlamatioStore,
+    ctx: &Context,
+    error: &Error,
+    now: &Time,
+) -> Result<()> {
+    let message = error.to_string();
+    let status = apply_failed_status(
+        store.status.as_ref(),
+        store.metadata.generation,
+        error.metric_label(),
+        &message,
+        now,
+    );
+    if patch_status_if_changed(api, store, status, ctx).await? {
+        ctx.publish(
+            store,
+            EventType::Warning,
+            error.metric_label(),
+            "Apply",
+            message,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Reconciles one store, as a pipeline of named stages: deletion or pause → finalizer → name →
+/// Secrets → observe → build → apply → prune → topics → status → events → next action. Writes
+/// happen only where the observed state differs from the wanted one.
 #[instrument(skip(store, ctx), fields(store = %store.name_any(), namespace = store.namespace().unwrap_or_default()))]
 pub async fn reconcile(store: Arc<PlamatioStore>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
-    let identity = StoreIdentity::of(&store)?;
-    let api: Api<PlamatioStore> = Api::namespaced(ctx.client.clone(), &identity.namespace);
-    let now = Time(Timestamp::now());
-    let generation = store.metadata.generation;
-
-    // Stage 1: read — deletion and pause come first.
+    let pass = Pass::new(&store, &ctx)?;
     if store.metadata.deletion_timestamp.is_some() {
-        return handle_deletion(&store, &identity, &api, &ctx).await;
+        return handle_deletion(&store, &pass.identity, &pass.api, &ctx).await;
     }
     if store.spec.paused {
-        let status = paused_status(store.status.as_ref(), generation, &now);
-        if patch_status_if_changed(&api, &store, status, &ctx).await? {
-            ctx.publish(
-                &store,
-                EventType::Normal,
-                "Paused",
-                "Pause",
-                "reconciliation paused".to_owned(),
-            )
-            .await;
-        }
-        return Ok(Action::await_change());
+        return pass.pause().await;
     }
-    let wants_finalizer = store.spec.deletion_policy() == DeletionPolicy::Delete;
-    if wants_finalizer != has_finalizer(&store) {
-        let mut finalizers: Vec<String> = store
+    pass.sync_finalizer().await?;
+    if let Some(action) = pass.refuse_invalid_name().await? {
+        return Ok(action);
+    }
+    let secrets = pass.resolve_secrets().await?;
+    let mut observed = pass.observe().await?;
+    let children = pass.build(&secrets, &observed)?;
+    let migration = migration_of(&children, &observed);
+    let migration_retry = pass.retry_failed_migration(&migration, &observed).await?;
+    let applied = pass.apply(&children, &migration, &mut observed).await?;
+    let pruned = pass.prune(&children, &observed).await?;
+    let kafka = pass.reconcile_topics(&secrets).await;
+    let status_changed = pass.write_status(&observed, &migration, &kafka).await?;
+    pass.publish_events(&applied, &pruned, &kafka, &migration, status_changed)
+        .await;
+    Ok(pass.next_action(&kafka, migration_retry))
+}
+
+/// One reconcile of one store: what every stage reads.
+struct Pass<'a> {
+    store: &'a PlamatioStore,
+    ctx: &'a Context,
+    identity: StoreIdentity,
+    api: Api<PlamatioStore>,
+    now: Time,
+    key: String,
+}
+
+/// What the apply stage wrote: children applied for a new desired state, and children whose hash
+/// matched but that the server changed back (drift).
+#[derive(Default)]
+struct AppliedChildren {
+    applied: Vec<String>,
+    repaired: Vec<String>,
+}
+
+/// The migration the built children ask for, as observed.
+fn migration_of(children: &[Child], observed: &ObservedChildren) -> MigrationObservation {
+    match children.iter().find(|c| c.kind == ChildKind::Job) {
+        None => MigrationObservation::Manual,
+        Some(job) => MigrationObservation::of_job(
+            &job.name,
+            observed.typed::<Job>(ChildKind::Job, &job.name).as_ref(),
+        ),
+    }
+}
+
+impl<'a> Pass<'a> {
+    fn new(store: &'a PlamatioStore, ctx: &'a Context) -> Result<Pass<'a>> {
+        let identity = StoreIdentity::of(store)?;
+        Ok(Pass {
+            store,
+            ctx,
+            api: Api::namespaced(ctx.client.clone(), &identity.namespace),
+            now: Time(Timestamp::now()),
+            key: store_key(&identity),
+            identity,
+        })
+    }
+
+    /// A paused store: only the `Paused` condition moves.
+    async fn pause(&self) -> Result<Action> {
+        let status = paused_status(
+            self.store.status.as_ref(),
+            self.store.metadata.generation,
+            &self.now,
+        );
+        if patch_status_if_changed(&self.api, self.store, status, self.ctx).await? {
+            self.ctx
+                .publish(
+                    self.store,
+                    EventType::Normal,
+                    "Paused",
+                    "Pause",
+                    "reconciliation paused".to_owned(),
+                )
+                .await;
+        }
+        Ok(Action::await_change())
+    }
+
+    /// The topics finalizer exactly while `deletionPolicy: Delete` needs it.
+    async fn sync_finalizer(&self) -> Result<()> {
+        let wants_finalizer = self.store.spec.deletion_policy() == DeletionPolicy::Delete;
+        if wants_finalizer == has_finalizer(self.store) {
+            return Ok(());
+        }
+        let mut finalizers: Vec<String> = self
+            .store
             .finalizers()
             .iter()
             .filter(|f| *f != TOPICS_FINALIZER)
@@ -230,209 +517,389 @@ pub async fn reconcile(store: Arc<PlamatioStore>, ctx: Arc<Context>) -> Result<A
         if wants_finalizer {
             finalizers.push(TOPICS_FINALIZER.to_owned());
         }
-        set_finalizers(&api, &store, finalizers, &ctx).await?;
+        set_finalizers(&self.api, self.store, finalizers, self.ctx).await
     }
 
-    // Stage 2: resolve Secrets; a missing one stops everything before any child is written.
-    let secrets = match resolve_secrets(&ctx.client, &identity.namespace, &store.spec).await {
-        Ok(secrets) => secrets,
-        Err(
-            error @ (Error::SecretNotFound { .. }
-            | Error::SecretKeyNotFound { .. }
-            | Error::InvalidSecret { .. }),
-        ) => {
-            let message = error.to_string();
-            let status = blocked_status(
-                store.status.as_ref(),
-                generation,
-                error.metric_label(),
-                &message,
-                &now,
-            );
-            if patch_status_if_changed(&api, &store, status, &ctx).await? {
-                ctx.publish(
-                    &store,
-                    EventType::Warning,
-                    error.metric_label(),
-                    "ResolveSecrets",
-                    message,
+    /// A name the CRD would refuse (created under an older CRD) can never get valid children, and
+    /// names are immutable: report it once and wait for the store to be deleted.
+    async fn refuse_invalid_name(&self) -> Result<Option<Action>> {
+        match check_store_name(&self.identity.name) {
+            Ok(()) => Ok(None),
+            Err(error) => {
+                report_blocked(
+                    &self.api,
+                    self.store,
+                    self.ctx,
+                    &error,
+                    "ValidateName",
+                    &self.now,
                 )
-                .await;
+                .await?;
+                Ok(Some(Action::await_change()))
             }
-            return Err(error);
         }
-        Err(error) => return Err(error),
-    };
-
-    // Stage 3: build, then apply in order what changed.
-    let children = build_children(&store, &secrets, &ctx.settings.build)?;
-    let mut observed =
-        ObservedChildren::list(&ctx.client, &identity.namespace, &identity.name).await?;
-    let migration = match children.iter().find(|c| c.kind == ChildKind::Job) {
-        None => MigrationObservation::Manual,
-        Some(job) => MigrationObservation::of_job(
-            &job.name,
-            observed.typed::<Job>(ChildKind::Job, &job.name).as_ref(),
-        ),
-    };
-    // The API Deployment waits for its schema: until the migration Job succeeds the running
-    // Deployment (if any) is neither rolled nor pruned.
-    let hold_deployment = !migration.allows_rollout();
-    let api_name = identity.api_name();
-    let mut applied = Vec::new();
-    for child in &children {
-        if hold_deployment && child.kind == ChildKind::Deployment && child.name == api_name {
-            continue;
-        }
-        let existing = observed.get(child.kind, &child.name);
-        // A Job's template is immutable and the Job is named by version: once it exists it has run
-        // (or is running) for exactly this version.
-        if child.kind == ChildKind::Job && existing.is_some() {
-            continue;
-        }
-        if is_up_to_date(child, existing) {
-            continue;
-        }
-        let result = apply_child(&ctx.client, &identity.namespace, child).await?;
-        ctx.metrics.wrote("apply");
-        observed.insert(child.kind, result);
-        applied.push(format!("{}/{}", child.kind.as_str(), child.name));
     }
 
-    // Stage 4: prune children the spec no longer asks for.
-    let keep: BTreeSet<(ChildKind, String)> = children
-        .iter()
-        .map(|c| (c.kind, c.name.clone()))
-        .chain(std::iter::once((ChildKind::Deployment, api_name.clone())))
-        .collect();
-    let owner_uid = store.metadata.uid.clone();
-    let pruned = prune_children(
-        &ctx.client,
-        &identity.namespace,
-        &observed,
-        &keep,
-        owner_uid.as_deref(),
-    )
-    .await?;
-    for _ in &pruned {
-        ctx.metrics.wrote("delete");
+    /// Every referenced Secret; a missing one stops everything before any child is written.
+    async fn resolve_secrets(&self) -> Result<ResolvedSecrets> {
+        match resolve_secrets(&self.ctx.client, &self.identity.namespace, &self.store.spec).await {
+            Ok(secrets) => {
+                let for_deletion = (self.store.spec.deletion_policy() == DeletionPolicy::Delete)
+                    .then_some(secrets.kafka_credentials.as_ref())
+                    .flatten();
+                self.ctx.keep_deletion_credentials(&self.key, for_deletion);
+                Ok(secrets)
+            }
+            Err(
+                error @ (Error::SecretNotFound { .. }
+                | Error::SecretKeyNotFound { .. }
+                | Error::InvalidSecret { .. }),
+            ) => {
+                report_blocked(
+                    &self.api,
+                    self.store,
+                    self.ctx,
+                    &error,
+                    "ResolveSecrets",
+                    &self.now,
+                )
+                .await?;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
-    // Stage 5: Kafka topics (the API keeps serving without them: its outbox buffers events).
-    let desired_topics = store.spec.desired_topics();
-    let kafka = match KafkaConnection::for_spec(
-        &store.spec,
-        secrets.kafka_credentials.clone(),
-        ctx.settings.kafka_timeout,
-    ) {
-        None => KafkaObservation::NotConfigured,
-        Some(connection) => match reconcile_topics(&connection, &desired_topics).await {
-            Ok(report) => KafkaObservation::Checked(report),
+    async fn observe(&self) -> Result<ObservedChildren> {
+        ObservedChildren::list(
+            &self.ctx.client,
+            &self.identity.namespace,
+            &self.identity.name,
+        )
+        .await
+    }
+
+    /// The children the spec asks for, given the live replica count and its owners.
+    fn build(&self, secrets: &ResolvedSecrets, observed: &ObservedChildren) -> Result<Vec<Child>> {
+        let live = LiveState {
+            api_replicas: observed
+                .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
+                .as_ref()
+                .and_then(LiveReplicas::of),
+        };
+        build_children(self.store, secrets, &self.ctx.settings.build, &live)
+    }
+
+    /// Applies, in order, the children whose hash changed — every child when drift repair is due.
+    /// The API Deployment waits for its schema: until the migration Job succeeds the running
+    /// Deployment (if any) is neither rolled nor pruned. A refusal degrades the store.
+    async fn apply(
+        &self,
+        children: &[Child],
+        migration: &MigrationObservation,
+        observed: &mut ObservedChildren,
+    ) -> Result<AppliedChildren> {
+        let hold_deployment = !migration.allows_rollout();
+        let api_name = self.identity.api_name();
+        let repair_drift = self.ctx.drift_repair_due(&self.key);
+        let mut outcome = AppliedChildren::default();
+        for child in children {
+            if hold_deployment && child.kind == ChildKind::Deployment && child.name == api_name {
+                continue;
+            }
+            let existing = observed.get(child.kind, &child.name);
+            // A Job's template is immutable and the Job is named by version: once it exists it
+            // has run (or is running) for exactly this version.
+            if child.kind == ChildKind::Job && existing.is_some() {
+                continue;
+            }
+            let up_to_date = is_up_to_date(child, existing);
+            if up_to_date && !repair_drift {
+                continue;
+            }
+            let result = match apply_child(&self.ctx.client, &self.identity.namespace, child).await
+            {
+                Ok(result) => result,
+                Err(error) => {
+                    report_apply_failure(&self.api, self.store, self.ctx, &error, &self.now)
+                        .await?;
+                    return Err(error);
+                }
+            };
+            let name = format!("{}/{}", child.kind.as_str(), child.name);
+            match (apply_changed(existing, &result), up_to_date) {
+                (false, _) => self.ctx.metrics.unchanged_applies.inc(),
+                (true, false) => {
+                    self.ctx.metrics.wrote("apply");
+                    outcome.applied.push(name);
+                }
+                // Its hash matched, yet the server changed it: someone had edited a field we own.
+                (true, true) => {
+                    self.ctx.metrics.wrote("apply");
+                    outcome.repaired.push(name);
+                }
+            }
+            observed.insert(child.kind, result);
+        }
+        if repair_drift {
+            self.ctx.drift_repaired(&self.key);
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes the children the spec no longer asks for (never a held API Deployment).
+    async fn prune(
+        &self,
+        children: &[Child],
+        observed: &ObservedChildren,
+    ) -> Result<Vec<(ChildKind, String)>> {
+        let keep: BTreeSet<(ChildKind, String)> = children
+            .iter()
+            .map(|c| (c.kind, c.name.clone()))
+            .chain(std::iter::once((
+                ChildKind::Deployment,
+                self.identity.api_name(),
+            )))
+            .collect();
+        let pruned = prune_children(
+            &self.ctx.client,
+            &self.identity.namespace,
+            observed,
+            &keep,
+            self.store.metadata.uid.as_deref(),
+        )
+        .await?;
+        for _ in &pruned {
+            self.ctx.metrics.wrote("delete");
+        }
+        Ok(pruned)
+    }
+
+    /// Kafka topics; the API keeps serving without them (its outbox buffers events). Kafka is asked
+    /// only when the last check is old, failed, or was made for another Kafka spec or credentials.
+    async fn reconcile_topics(&self, secrets: &ResolvedSecrets) -> KafkaObservation {
+        let desired_topics = self.store.spec.desired_topics();
+        let Some(connection) = KafkaConnection::for_spec(
+            &self.store.spec,
+            secrets.kafka_credentials.clone(),
+            self.ctx.settings.kafka_timeout,
+        ) else {
+            return KafkaObservation::NotConfigured;
+        };
+        let fingerprint = hex_sha256(
+            serde_json::json!([self.store.spec.kafka, secrets.kafka_credentials])
+                .to_string()
+                .as_bytes(),
+        );
+        if self.ctx.topics_recently_ready(&self.key, &fingerprint)
+            && let Some(previous) = self.previous_ready_topics()
+        {
+            return previous;
+        }
+        match reconcile_topics(&connection, &desired_topics).await {
+            Ok(report) => {
+                self.ctx
+                    .record_topic_check(&self.key, fingerprint, report.all_ready());
+                KafkaObservation::Checked(report)
+            }
             Err(error) => {
                 warn!(%error, "Kafka topics not reconciled");
+                self.ctx.record_topic_check(&self.key, fingerprint, false);
                 KafkaObservation::Unreachable {
                     message: error.to_string(),
                     topics: desired_topics.iter().map(|t| t.name.clone()).collect(),
                 }
             }
-        },
-    };
-
-    // Stage 6: status from what was observed.
-    let observation = Observation {
-        generation,
-        endpoint: identity.endpoint(),
-        migration: migration.clone(),
-        deployment: observed
-            .typed::<Deployment>(ChildKind::Deployment, &api_name)
-            .map(|d| DeploymentObservation::of(&d)),
-        agent: store.spec.agent_enabled().then(|| {
-            observed
-                .typed::<Deployment>(ChildKind::Deployment, &identity.agent_name())
-                .map(|d| DeploymentObservation::of(&d))
-                .unwrap_or_default()
-        }),
-        redis_configured: store
-            .spec
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.url_secret_ref.is_some()),
-        kafka: kafka.clone(),
-    };
-    let status = observed_status(store.status.as_ref(), &observation, &now);
-    let status_changed = patch_status_if_changed(&api, &store, status, &ctx).await?;
-
-    // Events for what changed.
-    if !applied.is_empty() {
-        info!(children = applied.len(), "applied children");
-        ctx.publish(
-            &store,
-            EventType::Normal,
-            "Applied",
-            "Apply",
-            format!("applied {}", applied.join(", ")),
-        )
-        .await;
+        }
     }
-    if !pruned.is_empty() {
-        let names: Vec<String> = pruned
-            .iter()
-            .map(|(k, n)| format!("{}/{n}", k.as_str()))
-            .collect();
-        ctx.publish(
-            &store,
-            EventType::Normal,
-            "Pruned",
-            "Prune",
-            format!("deleted {}", names.join(", ")),
-        )
-        .await;
+
+    /// What the status says of topics found ready, when it says so.
+    fn previous_ready_topics(&self) -> Option<KafkaObservation> {
+        let status = self.store.status.as_ref()?;
+        let condition = find_condition(status, KAFKA_TOPICS_READY)?;
+        (condition.status == "True" && condition.reason == "TopicsReady").then(|| {
+            KafkaObservation::RecentlyReady {
+                message: condition.message.clone(),
+                topics: status.topics.clone(),
+            }
+        })
     }
-    match &kafka {
-        KafkaObservation::Checked(report) if report.changed_anything() => {
-            ctx.publish(
-                &store,
-                EventType::Normal,
-                "TopicsUpdated",
-                "ReconcileTopics",
-                format!(
+
+    /// The status computed from what was observed, written when it changed.
+    async fn write_status(
+        &self,
+        observed: &ObservedChildren,
+        migration: &MigrationObservation,
+        kafka: &KafkaObservation,
+    ) -> Result<bool> {
+        let spec = &self.store.spec;
+        let observation = Observation {
+            generation: self.store.metadata.generation,
+            endpoint: self.identity.endpoint(),
+            migration: migration.clone(),
+            deployment: observed
+                .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
+                .map(|d| DeploymentObservation::of(&d)),
+            agent: spec.agent_enabled().then(|| {
+                observed
+                    .typed::<Deployment>(ChildKind::Deployment, &self.identity.agent_name())
+                    .map(|d| DeploymentObservation::of(&d))
+                    .unwrap_or_default()
+            }),
+            redis_configured: spec
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.url_secret_ref.is_some()),
+            kafka: kafka.clone(),
+        };
+        let status = observed_status(self.store.status.as_ref(), &observation, &self.now);
+        patch_status_if_changed(&self.api, self.store, status, self.ctx).await
+    }
+
+    /// Events for what changed.
+    async fn publish_events(
+        &self,
+        applied: &AppliedChildren,
+        pruned: &[(ChildKind, String)],
+        kafka: &KafkaObservation,
+        migration: &MigrationObservation,
+        status_changed: bool,
+    ) {
+        let publish = |type_, reason, action, note: String| {
+            self.ctx.publish(self.store, type_, reason, action, note)
+        };
+        if !applied.applied.is_empty() {
+            info!(children = applied.applied.len(), "applied children");
+            let note = format!("applied {}", applied.applied.join(", "));
+            publish(EventType::Normal, "Applied", "Apply", note).await;
+        }
+        if !applied.repaired.is_empty() {
+            info!(
+                children = applied.repaired.len(),
+                "repaired drifted children"
+            );
+            let note = format!(
+                "re-applied {} (changed outside the operator)",
+                applied.repaired.join(", ")
+            );
+            publish(EventType::Normal, "DriftRepaired", "Apply", note).await;
+        }
+        if !pruned.is_empty() {
+            let names: Vec<String> = pruned
+                .iter()
+                .map(|(k, n)| format!("{}/{n}", k.as_str()))
+                .collect();
+            let note = format!("deleted {}", names.join(", "));
+            publish(EventType::Normal, "Pruned", "Prune", note).await;
+        }
+        match kafka {
+            KafkaObservation::Checked(report) if report.changed_anything() => {
+                let note = format!(
                     "created {:?}, raised partitions of {:?}, reconfigured {:?}",
                     report.created, report.grown, report.reconfigured
-                ),
-            )
-            .await;
+                );
+                publish(EventType::Normal, "TopicsUpdated", "ReconcileTopics", note).await;
+            }
+            KafkaObservation::Unreachable { message, .. } if status_changed => {
+                let note = message.clone();
+                publish(
+                    EventType::Warning,
+                    "KafkaUnavailable",
+                    "ReconcileTopics",
+                    note,
+                )
+                .await;
+            }
+            _ => {}
         }
-        KafkaObservation::Unreachable { message, .. } if status_changed => {
-            ctx.publish(
-                &store,
-                EventType::Warning,
-                "KafkaUnavailable",
-                "ReconcileTopics",
-                message.clone(),
-            )
-            .await;
+        if let MigrationObservation::Failed { job } = migration
+            && status_changed
+        {
+            let note = format!("migration Job {job} failed");
+            publish(EventType::Warning, "MigrationFailed", "Migrate", note).await;
         }
-        _ => {}
-    }
-    if let MigrationObservation::Failed { job } = &migration
-        && status_changed
-    {
-        ctx.publish(
-            &store,
-            EventType::Warning,
-            "MigrationFailed",
-            "Migrate",
-            format!("migration Job {job} failed"),
-        )
-        .await;
     }
 
-    let key = store_key(&identity);
-    if matches!(kafka, KafkaObservation::Unreachable { .. }) {
-        return Ok(Action::requeue(ctx.next_backoff(&key)));
+    /// A failed migration Job is deleted once its backoff has passed (see
+    /// [`migration_retry_wait`]), so the next reconcile runs it again; until then the store stays
+    /// Degraded/MigrationFailed. Returns when to come back.
+    async fn retry_failed_migration(
+        &self,
+        migration: &MigrationObservation,
+        observed: &ObservedChildren,
+    ) -> Result<Option<Duration>> {
+        let MigrationObservation::Failed { job: name } = migration else {
+            if matches!(migration, MigrationObservation::Complete { .. }) {
+                self.ctx.forget_migration_failures(&self.key);
+            }
+            return Ok(None);
+        };
+        let Some(job) = observed.typed::<Job>(ChildKind::Job, name) else {
+            return Ok(None);
+        };
+        let failures = self
+            .ctx
+            .count_migration_failure(&self.key, job.metadata.uid.as_deref().unwrap_or(name));
+        let now = Timestamp::now();
+        let failed = failed_at(&job).unwrap_or(now);
+        if let Some(wait) = migration_retry_wait(failures, failed, now) {
+            return Ok(Some(wait));
+        }
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match Api::<Job>::namespaced(self.ctx.client.clone(), &self.identity.namespace)
+            .delete(name, &params)
+            .await
+        {
+            Ok(_) => self.ctx.metrics.wrote("delete"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        let note = format!(
+            "deleted migration Job {name} after {failures} failure(s) in a row; it runs again"
+        );
+        self.ctx
+            .publish(
+                self.store,
+                EventType::Normal,
+                "MigrationRetry",
+                "Migrate",
+                note,
+            )
+            .await;
+        Ok(Some(Duration::from_secs(1)))
     }
-    ctx.reset_backoff(&key);
-    Ok(Action::requeue(ctx.settings.resync_interval))
+
+    /// Back off while Kafka is unreachable, else come back at the resync interval (or sooner, for
+    /// a migration to retry).
+    fn next_action(&self, kafka: &KafkaObservation, migration_retry: Option<Duration>) -> Action {
+        if matches!(kafka, KafkaObservation::Unreachable { .. }) {
+            let backoff = self.ctx.next_backoff(&self.key);
+            return Action::requeue(migration_retry.map_or(backoff, |retry| retry.min(backoff)));
+        }
+        self.ctx.reset_backoff(&self.key);
+        let resync = self.ctx.settings.resync_interval;
+        Action::requeue(migration_retry.map_or(resync, |retry| retry.min(resync)))
+    }
+}
+
+/// Every store this operator watches (what a deletion must not take topics from).
+async fn watched_stores(ctx: &Context) -> Result<Vec<PlamatioStore>> {
+    let namespaces = &ctx.settings.watch_namespaces;
+    if namespaces.is_empty() {
+        let stores = Api::<PlamatioStore>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        return Ok(stores.items);
+    }
+    let mut stores = Vec::new();
+    for namespace in namespaces {
+        let api = Api::<PlamatioStore>::namespaced(ctx.client.clone(), namespace);
+        stores.extend(api.list(&ListParams::default()).await?.items);
+    }
+    Ok(stores)
 }
 
 /// Deletion: owned objects go by garbage collection; only the topics of a `Delete` policy need work.
@@ -452,34 +919,35 @@ async fn handle_deletion(
         .filter(|f| *f != TOPICS_FINALIZER)
         .cloned()
         .collect();
-    let topics: Vec<String> = store
-        .spec
-        .desired_topics()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    let outcome = async {
-        let credentials =
-            resolve_kafka_credentials(&ctx.client, &identity.namespace, &store.spec).await?;
+    let outcome: Result<Vec<String>> = async {
+        let all_stores = watched_stores(ctx).await?;
+        let topics = topics_to_delete(store, &all_stores);
+        if topics.is_empty() {
+            return Ok(topics);
+        }
+        let credentials = ctx
+            .deletion_credentials(&store_key(identity), &identity.namespace, &store.spec)
+            .await?;
         match KafkaConnection::for_spec(&store.spec, credentials, ctx.settings.kafka_timeout) {
             Some(connection) if store.spec.deletion_policy() == DeletionPolicy::Delete => {
-                delete_topics(&connection, &topics).await
+                delete_topics(&connection, &topics).await?;
+                Ok(topics)
             }
-            _ => Ok(()),
+            _ => Ok(Vec::new()),
         }
     }
     .await;
     match outcome {
-        Ok(()) => {
+        Ok(topics) => {
             set_finalizers(api, store, remaining, ctx).await?;
-            ctx.publish(
-                store,
-                EventType::Normal,
-                "TopicsDeleted",
-                "Delete",
-                format!("deleted topics {topics:?}"),
-            )
-            .await;
+            ctx.keep_deletion_credentials(&store_key(identity), None);
+            let note = if topics.is_empty() {
+                "no topic deleted: the store created none that no other store asks for".to_owned()
+            } else {
+                format!("deleted topics {topics:?}")
+            };
+            ctx.publish(store, EventType::Normal, "TopicsDeleted", "Delete", note)
+                .await;
             Ok(Action::await_change())
         }
         Err(error) => {
@@ -500,10 +968,11 @@ async fn handle_deletion(
                     EventType::Warning,
                     "FinalizerTimedOut",
                     "Delete",
-                    format!("topics {topics:?} not deleted after {waited}s: {error}"),
+                    format!("topics not deleted after {waited}s: {error}"),
                 )
                 .await;
                 set_finalizers(api, store, remaining, ctx).await?;
+                ctx.keep_deletion_credentials(&store_key(identity), None);
                 return Ok(Action::await_change());
             }
             Err(error)
@@ -542,36 +1011,85 @@ fn stores_referencing(
 }
 
 /// Runs the controller until `shutdown` resolves: watches stores, their children and referenced
-/// Secrets.
+/// Secrets — cluster-wide, or in each of `settings.watch_namespaces` (one controller per namespace,
+/// sharing the context, for the namespace-scoped install whose RBAC is a Role per namespace).
 pub async fn run(
     context: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.shared();
+    let namespaces = context.settings.watch_namespaces.clone();
+    if namespaces.is_empty() {
+        run_in(Arc::clone(&context), None, shutdown).await;
+    } else {
+        futures::future::join_all(
+            namespaces
+                .into_iter()
+                .map(|namespace| run_in(Arc::clone(&context), Some(namespace), shutdown.clone())),
+        )
+        .await;
+    }
+    info!("controller stopped");
+}
+
+/// `Api::all` cluster-wide, or `Api::namespaced` in one watched namespace.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_in(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
+    let scope = namespace.as_deref();
+    let metrics = Arc::clone(&context.metrics);
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
-        Api::<PlamatioStore>::all(client.clone()),
+        scoped::<PlamatioStore>(&client, scope),
         watcher::Config::default(),
     );
     let reader = controller.store();
+    info!(namespace = scope.unwrap_or("(all)"), "watching stores");
     controller
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<Job>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), children)
+        .owns(scoped::<Deployment>(&client, scope), children.clone())
+        .owns(scoped::<Job>(&client, scope), children.clone())
+        .owns(scoped::<Service>(&client, scope), children.clone())
+        .owns(scoped::<ConfigMap>(&client, scope), children)
         .watches(
-            Api::<Secret>::all(client),
+            scoped::<Secret>(&client, scope),
             watcher::Config::default(),
             move |secret| stores_referencing(&reader, &secret),
         )
+        .with_config(Config::default().concurrency(context.settings.reconcile_concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((store, _)) => debug!(store = %store.name, "reconciled"),
-                Err(error) => debug!(%error, "reconcile error"),
+        .for_each(|result| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                match result {
+                    Ok((store, _)) => {
+                        metrics.reconciled();
+                        debug!(store = %store.name, "reconciled");
+                    }
+                    Err(kube::runtime::controller::Error::QueueError(error)) => {
+                        warn!(%error, "watch failed; it retries");
+                        metrics.watch_failed(error.to_string());
+                    }
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, store)) => {
+                        metrics.reconciled();
+                        debug!(%error, store = %store.name, "reconcile error");
+                    }
+                    Err(error) => debug!(%error, "reconcile error"),
+                }
             }
         })
         .await;
-    info!("controller stopped");
 }

@@ -45,7 +45,8 @@ pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("a store name has at most 40 characters (children append suffixes)")
+    validation = Rule::new(crate::build::names::store_name_pattern_rule()).message(crate::build::names::STORE_NAME_PATTERN_MESSAGE),
+    validation = Rule::new(crate::build::names::store_name_length_rule()).message(Message::Message(crate::build::names::store_name_length_message()))
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PlamatioStoreSpec {
@@ -77,17 +78,18 @@ pub struct ApiSpec {
     pub image: Option<String>,
     /// Number of API pods (default 2; ignored while `autoscaling` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = 1000), extend("default" = DEFAULT_REPLICAS))]
     pub replicas: Option<i32>,
     /// CPU and memory of each API container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Port the API listens on (default 8080).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1024, max = 65535))]
+    #[schemars(range(min = 1024, max = 65535), extend("default" = DEFAULT_PORT))]
     pub port: Option<i32>,
     /// Log level of the API (default info).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "info"))]
     pub log_level: Option<LogLevel>,
     /// Allowed CORS origins (default: the API's built-in list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,9 +160,11 @@ pub struct CredentialsSecretRef {
     pub name: String,
     /// Key of the username (default `username`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), extend("default" = "username"))]
     pub username_key: Option<String>,
     /// Key of the password (default `password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), extend("default" = "password"))]
     pub password_key: Option<String>,
 }
 
@@ -180,11 +184,13 @@ impl CredentialsSecretRef {
 pub struct UserAuthSpec {
     pub mode: UserAuthMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(url)]
+    #[schemars(url, length(max = 2048))]
     pub jwks_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub audience: Option<String>,
 }
 
@@ -215,7 +221,7 @@ pub struct PodDisruptionBudgetSpec {
     pub enabled: Option<bool>,
     /// Pods that may be down at once (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0), extend("default" = 1))]
     pub max_unavailable: Option<i32>,
 }
 
@@ -229,7 +235,7 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
     /// Average CPU utilization (percent of requests) to keep (default 70).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = 100), extend("default" = 70))]
     #[serde(rename = "targetCPUUtilizationPercentage")]
     pub target_cpu_utilization_percentage: Option<i32>,
 }
@@ -245,6 +251,7 @@ pub struct DatabaseSpec {
     pub pool_size: Option<i32>,
     /// `auto` runs a migration Job before rolling the Deployment (default); `manual` does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "auto"))]
     pub migrations: Option<MigrationMode>,
 }
 
@@ -270,10 +277,14 @@ pub struct CacheSpec {
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.securityProtocol) || !(self.securityProtocol in ['sasl_ssl', 'sasl_plaintext']) || has(self.credentialsSecretRef)").message("SASL needs credentialsSecretRef"))]
+#[x_kube(
+    validation = Rule::new("!has(self.securityProtocol) || !(self.securityProtocol in ['sasl_ssl', 'sasl_plaintext']) || has(self.credentialsSecretRef)").message("SASL needs credentialsSecretRef"),
+    validation = Rule::new("!has(self.topics) || !has(self.topics.deletionPolicy) || self.topics.deletionPolicy != 'Delete' || self.bootstrapServers == oldSelf.bootstrapServers").message("bootstrapServers cannot change while topics.deletionPolicy is Delete: the topics on the old brokers would never be deleted (set deletionPolicy: Retain first)"),
+    validation = Rule::new("!has(self.topics) || !has(self.topics.deletionPolicy) || self.topics.deletionPolicy != 'Delete' || (has(self.topicPrefix) ? self.topicPrefix : '') == (has(oldSelf.topicPrefix) ? oldSelf.topicPrefix : '')").message("topicPrefix cannot change while topics.deletionPolicy is Delete: the topics of the old prefix would be left unused (set deletionPolicy: Retain first)")
+)]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4096))]
     pub bootstrap_servers: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_protocol: Option<SecurityProtocol>,
@@ -348,7 +359,7 @@ impl SaslMechanism {
 pub struct TopicsSpec {
     /// Partitions of each topic (default 3). Raised when increased, never lowered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = 10000), extend("default" = DEFAULT_TOPIC_PARTITIONS))]
     pub partitions: Option<i32>,
     /// Replication factor of new topics (default: the broker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -356,13 +367,16 @@ pub struct TopicsSpec {
     pub replication_factor: Option<i32>,
     /// Topic configuration, e.g. `retention.ms`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "topic_config_schema")]
     pub config: BTreeMap<String, String>,
     /// Per-topic settings that override the ones above, keyed by topic name without the prefix.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 5))]
     #[x_kube(validation = Rule::new("self.all(name, name in ['cart_updates', 'orders_updates', 'users_updates', 'products_updates', 'user_events'])").message("overrides are keyed by one of the five topic names"))]
     pub overrides: BTreeMap<String, TopicOverride>,
     /// What happens to the topics when the store is deleted (default Retain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Retain"))]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
@@ -373,7 +387,26 @@ pub struct TopicOverride {
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: Option<i32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "topic_config_schema")]
     pub config: BTreeMap<String, String>,
+}
+
+/// Most entries and longest value of a topic configuration: CEL rules above it (and the API server's
+/// cost estimate of them) need bounded maps and strings.
+pub const MAX_TOPIC_CONFIG_ENTRIES: u32 = 64;
+pub const MAX_TOPIC_CONFIG_VALUE_LENGTH: u32 = 4096;
+
+/// Kafka topic configuration: a bounded map of bounded strings.
+fn topic_config_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Kafka topic configuration entries, e.g. `retention.ms`.",
+        "type": "object",
+        "maxProperties": MAX_TOPIC_CONFIG_ENTRIES,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_TOPIC_CONFIG_VALUE_LENGTH,
+        },
+    })
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -434,7 +467,9 @@ pub struct AgentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct PlamatioStoreStatus {
     pub observed_generation: Option<i64>,
+    /// One condition per type (a list-map keyed by `type`, as the API conventions ask).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     pub replicas: Option<i32>,
     pub ready_replicas: Option<i32>,
@@ -444,6 +479,15 @@ pub struct PlamatioStoreStatus {
     pub topics: Vec<TopicStatus>,
     /// Image tag whose migrations the last completed migration Job applied.
     pub migration_version: Option<String>,
+    /// The API image the Deployment runs (the spec's, or the operator's default when it names none),
+    /// so an operator upgrade that changes the default shows on every store it rolls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Topics this store created: the only ones its deletion may delete (`deletionPolicy: Delete`),
+    /// so stores sharing a prefix never delete each other's topics. Absent until the operator first
+    /// reached Kafka for the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_topics: Option<Vec<String>>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -9,6 +9,17 @@ pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[source] Box<kube::Error>),
 
+    /// The API server refused a child: its reason (`Invalid`, `Forbidden`, `AdmissionWebhookDenied`,
+    /// `Conflict`, else `ApplyFailed`) and its message, as the store's `Degraded` condition shows them.
+    #[error("applying {child} failed: {message}")]
+    ApplyFailed {
+        child: String,
+        reason: &'static str,
+        message: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("Secret {namespace}/{name} not found")]
     SecretNotFound { namespace: String, name: String },
 
@@ -25,6 +36,9 @@ pub enum Error {
         name: String,
         reason: String,
     },
+
+    #[error("store name {name:?} is refused: {reason}")]
+    InvalidStoreName { name: String, reason: String },
 
     #[error("the store has no {0} (it was not read from the API server)")]
     MissingObjectKey(&'static str),
@@ -68,8 +82,10 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubeApiError",
+            Error::ApplyFailed { reason, .. } => reason,
             Error::SecretNotFound { .. } | Error::SecretKeyNotFound { .. } => "SecretNotFound",
             Error::InvalidSecret { .. } => "InvalidSecret",
+            Error::InvalidStoreName { .. } => "InvalidName",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Kafka(_) => "KafkaUnavailable",
             Error::MigrationFailed(_) => "MigrationFailed",
@@ -77,6 +93,34 @@ impl Error {
             Error::InvalidManifest(_) => "InvalidManifest",
             Error::LeaderElection(_) => "LeaderElection",
             Error::Io { .. } => "IoError",
+        }
+    }
+}
+
+impl Error {
+    /// A refused apply of `child`, classified by what the API server answered.
+    pub fn apply_failed(child: String, error: kube::Error) -> Error {
+        let (reason, message) = match &error {
+            kube::Error::Api(status) => {
+                let reason = if status.message.contains("admission webhook") {
+                    "AdmissionWebhookDenied"
+                } else {
+                    match status.code {
+                        403 => "Forbidden",
+                        422 => "Invalid",
+                        409 => "Conflict",
+                        _ => "ApplyFailed",
+                    }
+                };
+                (reason, status.message.clone())
+            }
+            other => ("ApplyFailed", other.to_string()),
+        };
+        Error::ApplyFailed {
+            child,
+            reason,
+            message,
+            source: Box::new(error),
         }
     }
 }

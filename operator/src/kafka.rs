@@ -2,7 +2,7 @@
 //! missing topics, raising partitions (never lowering them), applying topic configuration, reporting
 //! each topic's state, and deleting topics for the `Delete` deletion policy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, instrument, warn};
 
-use crate::crd::{DesiredTopic, PlamatioStoreSpec, TopicState, TopicStatus};
+use crate::crd::{DesiredTopic, PlamatioStore, PlamatioStoreSpec, TopicState, TopicStatus};
 use crate::error::{Error, Result};
 
 /// How to reach a store's brokers.
@@ -308,6 +308,42 @@ async fn apply_topic_config(
             Ok(true)
         }
     }
+}
+
+/// The topics deleting `store` deletes: those it created (every topic it asks for when its status
+/// predates that record), less every topic another store on the same brokers asks for and that is
+/// not being deleted itself — so two stores sharing a prefix never delete each other's topics.
+pub fn topics_to_delete(store: &PlamatioStore, all_stores: &[PlamatioStore]) -> Vec<String> {
+    let Some(kafka) = &store.spec.kafka else {
+        return Vec::new();
+    };
+    let owned: Vec<String> = match store.status.as_ref().and_then(|s| s.owned_topics.clone()) {
+        Some(owned) => owned,
+        None => store
+            .spec
+            .desired_topics()
+            .into_iter()
+            .map(|topic| topic.name)
+            .collect(),
+    };
+    let used_by_others: BTreeSet<String> = all_stores
+        .iter()
+        .filter(|other| other.metadata.uid != store.metadata.uid)
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| {
+            other
+                .spec
+                .kafka
+                .as_ref()
+                .is_some_and(|k| k.bootstrap_servers == kafka.bootstrap_servers)
+        })
+        .flat_map(|other| other.spec.desired_topics())
+        .map(|topic| topic.name)
+        .collect();
+    owned
+        .into_iter()
+        .filter(|name| !used_by_others.contains(name))
+        .collect()
 }
 
 /// Deletes the named topics; topics that are already gone count as deleted.

@@ -2,8 +2,8 @@
 //! and the small HTTP server that exposes them on `/metrics` next to `/healthz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +18,41 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 
+/// How long a watch error keeps `/healthz` failing when no reconcile has succeeded since: watches
+/// retry on their own, so only errors that keep coming make the kubelet restart the operator.
+pub const WATCH_ERROR_WINDOW: Duration = Duration::from_secs(60);
+
+/// What `/healthz` answers from: the last watch error and the last reconcile that completed.
+#[derive(Default)]
+pub struct WatchHealth {
+    last_error: Option<(Instant, String)>,
+    last_reconcile: Option<Instant>,
+}
+
+impl WatchHealth {
+    /// `Err` with the error while a watch failed within [`WATCH_ERROR_WINDOW`] before `now` and no
+    /// reconcile completed after it.
+    pub fn check(&self, now: Instant) -> std::result::Result<(), String> {
+        match &self.last_error {
+            Some((at, error))
+                if now.saturating_duration_since(*at) < WATCH_ERROR_WINDOW
+                    && self.last_reconcile.is_none_or(|done| done < *at) =>
+            {
+                Err(error.clone())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn watch_failed(&mut self, at: Instant, error: String) {
+        self.last_error = Some((at, error));
+    }
+
+    pub fn reconciled(&mut self, at: Instant) {
+        self.last_reconcile = Some(at);
+    }
+}
+
 /// Every metric of the operator, registered in its own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -26,7 +61,10 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub duration: Histogram,
     pub writes: IntCounterVec,
+    pub unchanged_applies: IntCounter,
+    pub watch_errors: IntCounter,
     pub leader: IntGauge,
+    pub health: Arc<Mutex<WatchHealth>>,
 }
 
 impl Default for Metrics {
@@ -63,6 +101,17 @@ impl Metrics {
             &["operation"],
         )
         .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
+        let unchanged_applies = IntCounter::new(
+            "unchanged_applies_total",
+            "Server-side applies the API server answered without a change (same resourceVersion): \
+             requests, not writes",
+        )
+        .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
+        let watch_errors = IntCounter::new(
+            "watch_errors_total",
+            "Errors of the watches that trigger reconciles",
+        )
+        .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
         let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")
             .unwrap_or_else(|_| unreachable!("constant metric options are valid"));
         for collector in [
@@ -70,6 +119,8 @@ impl Metrics {
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(writes.clone()),
+            Box::new(unchanged_applies.clone()),
+            Box::new(watch_errors.clone()),
             Box::new(leader.clone()),
         ] {
             // Registering distinct names in a fresh registry cannot collide.
@@ -81,7 +132,10 @@ impl Metrics {
             failures,
             duration,
             writes,
+            unchanged_applies,
+            watch_errors,
             leader,
+            health: Arc::new(Mutex::new(WatchHealth::default())),
         }
     }
 
@@ -98,6 +152,21 @@ impl Metrics {
         self.failures
             .with_label_values(&[error.metric_label()])
             .inc();
+    }
+
+    /// A watch failed (it retries by itself); `/healthz` fails while such errors keep coming.
+    pub fn watch_failed(&self, error: String) {
+        self.watch_errors.inc();
+        if let Ok(mut health) = self.health.lock() {
+            health.watch_failed(Instant::now(), error);
+        }
+    }
+
+    /// A reconcile completed (with or without an error of its own): the watches deliver.
+    pub fn reconciled(&self) {
+        if let Ok(mut health) = self.health.lock() {
+            health.reconciled(Instant::now());
+        }
     }
 
     pub fn wrote(&self, operation: &str) {
@@ -132,8 +201,20 @@ async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoRespon
     )
 }
 
-async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, "ok")
+/// `/healthz`: 503 while the watches keep failing, so the kubelet restarts an operator that no
+/// longer sees changes.
+pub async fn healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    let verdict = match metrics.health.lock() {
+        Ok(health) => health.check(Instant::now()),
+        Err(_) => Ok(()),
+    };
+    match verdict {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("watch failing: {error}"),
+        ),
+    }
 }
 
 /// `/metrics` and `/healthz`.

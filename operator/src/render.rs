@@ -1,7 +1,7 @@
 //! `plamatio-operator render`: prints every child manifest a store would get, as a YAML stream,
 //! without a cluster (Secrets are assumed to hold the keys the spec names).
 
-use crate::build::{BuildSettings, ResolvedSecrets, build_children};
+use crate::build::{BuildSettings, LiveState, ResolvedSecrets, build_children};
 use crate::crd::PlamatioStore;
 use crate::error::{Error, Result};
 
@@ -37,7 +37,7 @@ pub fn render_stores(stores: &[PlamatioStore], settings: &BuildSettings) -> Resu
     let mut objects = Vec::new();
     for store in stores {
         let secrets = ResolvedSecrets::assumed(store);
-        for child in build_children(store, &secrets, settings)? {
+        for child in build_children(store, &secrets, settings, &LiveState::default())? {
             objects.push(child.object);
         }
     }

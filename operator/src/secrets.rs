@@ -231,16 +231,21 @@ pub async fn resolve_secrets(
     resolve_from(namespace, spec, &secrets)
 }
 
-/// Only the Kafka credentials (deletion needs no other Secret, and the others may be gone already).
+/// Only the Kafka credentials, and only for SASL (deletion needs no other Secret, and the others may
+/// be gone already).
 pub async fn resolve_kafka_credentials(
     client: &Client,
     namespace: &str,
     spec: &PlamatioStoreSpec,
 ) -> Result<Option<(String, String)>> {
-    let Some(credentials) = spec
-        .kafka
+    let Some(kafka) = spec.kafka.as_ref() else {
+        return Ok(None);
+    };
+    // Only SASL uses them: without it a Secret deleted with the namespace must not block deletion.
+    let Some(credentials) = kafka
+        .credentials_secret_ref
         .as_ref()
-        .and_then(|k| k.credentials_secret_ref.as_ref())
+        .filter(|_| kafka.security_protocol.unwrap_or_default().uses_sasl())
     else {
         return Ok(None);
     };

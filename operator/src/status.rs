@@ -2,6 +2,8 @@
 //! and transition times that move only when a condition's status does), replicas, endpoint, topics and
 //! migration version.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -97,6 +99,8 @@ pub struct DeploymentObservation {
     pub replicas: i32,
     pub ready: i32,
     pub rolled_out: bool,
+    /// The image of its first container.
+    pub image: Option<String>,
 }
 
 impl DeploymentObservation {
@@ -115,11 +119,18 @@ impl DeploymentObservation {
         };
         let updated = status.updated_replicas.unwrap_or(0);
         let available = status.available_replicas.unwrap_or(0);
+        let image = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.image.clone());
         DeploymentObservation {
             desired,
             replicas: status.replicas.unwrap_or(0),
             ready: status.ready_replicas.unwrap_or(0),
             rolled_out: current_generation && updated >= desired && available >= desired,
+            image,
         }
     }
 }
@@ -131,6 +142,12 @@ pub enum KafkaObservation {
     Unreachable {
         message: String,
         topics: Vec<String>,
+    },
+    /// Not checked this time: every topic was ready at the last check, which is recent and was made
+    /// for the same Kafka spec and credentials. Carries what that check reported.
+    RecentlyReady {
+        message: String,
+        topics: Vec<TopicStatus>,
     },
 }
 
@@ -232,6 +249,52 @@ pub fn blocked_status(
     )
 }
 
+/// Status of a store whose children the API server refused (validation, RBAC, an admission
+/// webhook): `Degraded` and not progressing, with the server's reason and message. `Ready` keeps
+/// what it was, since the pods already running still serve.
+pub fn apply_failed_status(
+    previous: Option<&PlamatioStoreStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> PlamatioStoreStatus {
+    let message = cut_to(message.to_owned(), MAX_CONDITION_MESSAGE_BYTES);
+    let mut updates = vec![
+        condition(
+            PROGRESSING,
+            "False",
+            reason,
+            message.clone(),
+            generation,
+            now,
+        ),
+        condition(DEGRADED, "True", reason, message.clone(), generation, now),
+        condition(PAUSED, "False", "Reconciling", "", generation, now),
+    ];
+    let had_ready = previous.is_some_and(|p| p.conditions.iter().any(|c| c.type_ == READY));
+    if !had_ready {
+        updates.push(condition(READY, "False", reason, message, generation, now));
+    }
+    with_conditions(previous, generation, updates)
+}
+
+/// Longest condition message the API server accepts (metav1.Condition).
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32768;
+
+/// `message` cut to at most `max_bytes`, at a character boundary and marked as cut.
+pub fn cut_to(message: String, max_bytes: usize) -> String {
+    if message.len() <= max_bytes {
+        return message;
+    }
+    const MARK: &str = " …";
+    let mut end = max_bytes.saturating_sub(MARK.len());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &message[..end])
+}
+
 /// The previous status (or an empty one) at `generation`, with `updates` merged into its conditions.
 fn with_conditions(
     previous: Option<&PlamatioStoreStatus>,
@@ -244,113 +307,108 @@ fn with_conditions(
     status
 }
 
-/// Status of a store after a full reconcile.
-pub fn observed_status(
-    previous: Option<&PlamatioStoreStatus>,
-    observation: &Observation,
-    now: &Time,
-) -> PlamatioStoreStatus {
-    let generation = observation.generation;
-    let make = |type_: &str, status: &str, reason: &str, message: String| {
-        condition(type_, status, reason, message, generation, now)
-    };
-    let mut conditions = Vec::new();
-    let mut degraded: Option<(&str, String)> = None;
+/// A condition without its generation and time, as the per-condition functions compute it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
 
-    let database = match &observation.migration {
-        MigrationObservation::Manual => make(
-            DATABASE_READY,
+fn verdict(status: &'static str, reason: &'static str, message: impl Into<String>) -> Verdict {
+    Verdict {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// `DatabaseReady`: whether the migrations of the current schema version are applied.
+pub fn database_ready(migration: &MigrationObservation) -> Verdict {
+    match migration {
+        MigrationObservation::Manual => verdict(
             "Unknown",
             "MigrationsManual",
-            "migrations: manual; the operator does not run them".to_owned(),
+            "migrations: manual; the operator does not run them",
         ),
-        MigrationObservation::Complete { version } => make(
-            DATABASE_READY,
+        MigrationObservation::Complete { version } => verdict(
             "True",
             "MigrationsApplied",
             format!("migrations of schema version {version} applied"),
         ),
-        MigrationObservation::Running { job } => make(
-            DATABASE_READY,
+        MigrationObservation::Running { job } => verdict(
             "False",
             "MigrationRunning",
             format!("migration Job {job} is running"),
         ),
-        MigrationObservation::Failed { job } => {
-            degraded = Some(("MigrationFailed", format!("migration Job {job} failed")));
-            make(
-                DATABASE_READY,
-                "False",
-                "MigrationFailed",
-                format!("migration Job {job} failed"),
-            )
-        }
-    };
-    conditions.push(database);
+        MigrationObservation::Failed { job } => verdict(
+            "False",
+            "MigrationFailed",
+            format!("migration Job {job} failed"),
+        ),
+    }
+}
 
-    let (ready, progressing) = match (&observation.migration, &observation.deployment) {
+/// `Ready` and `Progressing`: the API's availability, behind its migration.
+pub fn ready_and_progressing(
+    migration: &MigrationObservation,
+    deployment: Option<&DeploymentObservation>,
+    endpoint: &str,
+) -> (Verdict, Verdict) {
+    match (migration, deployment) {
         (MigrationObservation::Failed { job }, _) => (
-            make(
-                READY,
+            verdict(
                 "False",
                 "MigrationFailed",
                 format!("migration Job {job} failed"),
             ),
-            make(
-                PROGRESSING,
+            verdict(
                 "False",
                 "MigrationFailed",
                 format!("migration Job {job} failed"),
             ),
         ),
         (MigrationObservation::Running { job }, _) => (
-            make(
-                READY,
+            verdict(
                 "False",
                 "MigrationRunning",
                 format!("waiting for migration Job {job}"),
             ),
-            make(
-                PROGRESSING,
+            verdict(
                 "True",
                 "MigrationRunning",
                 format!("migration Job {job} is running"),
             ),
         ),
         (_, None) => (
-            make(
-                READY,
+            verdict(
                 "False",
                 "DeploymentPending",
-                "the API Deployment does not exist yet".to_owned(),
+                "the API Deployment does not exist yet",
             ),
-            make(
-                PROGRESSING,
+            verdict(
                 "True",
                 "DeploymentPending",
-                "the API Deployment is being created".to_owned(),
+                "the API Deployment is being created",
             ),
         ),
         (_, Some(deployment)) if deployment.rolled_out => (
-            make(
-                READY,
+            verdict(
                 "True",
                 "StoreReady",
                 format!(
-                    "{}/{} API replicas ready at {}",
-                    deployment.ready, deployment.desired, observation.endpoint
+                    "{}/{} API replicas ready at {endpoint}",
+                    deployment.ready, deployment.desired
                 ),
             ),
-            make(
-                PROGRESSING,
+            verdict(
                 "False",
                 "RolloutComplete",
-                "the API Deployment is rolled out".to_owned(),
+                "the API Deployment is rolled out",
             ),
         ),
         (_, Some(deployment)) => (
-            make(
-                READY,
+            verdict(
                 "False",
                 "RolloutInProgress",
                 format!(
@@ -358,61 +416,58 @@ pub fn observed_status(
                     deployment.ready, deployment.desired
                 ),
             ),
-            make(
-                PROGRESSING,
+            verdict(
                 "True",
                 "RolloutInProgress",
-                "the API Deployment is rolling out".to_owned(),
+                "the API Deployment is rolling out",
             ),
         ),
-    };
-    conditions.push(ready);
-    conditions.push(progressing);
+    }
+}
 
-    conditions.push(if observation.redis_configured {
-        make(
-            CACHE_READY,
-            "True",
-            "RedisConfigured",
-            "the API caches in Redis".to_owned(),
-        )
+/// `CacheReady`: which cache the API uses.
+pub fn cache_ready(redis_configured: bool) -> Verdict {
+    if redis_configured {
+        verdict("True", "RedisConfigured", "the API caches in Redis")
     } else {
-        make(
-            CACHE_READY,
-            "True",
-            "InProcessCache",
-            "the API caches in process".to_owned(),
-        )
-    });
+        verdict("True", "InProcessCache", "the API caches in process")
+    }
+}
 
-    let mut topics = Vec::new();
-    let kafka = match &observation.kafka {
-        KafkaObservation::NotConfigured => make(
-            KAFKA_TOPICS_READY,
-            "True",
-            "KafkaNotConfigured",
-            "no Kafka configured; events stay in the outbox".to_owned(),
+/// `KafkaTopicsReady`, with the topics to report in the status.
+pub fn kafka_topics_ready(kafka: &KafkaObservation) -> (Verdict, Vec<TopicStatus>) {
+    match kafka {
+        KafkaObservation::NotConfigured => (
+            verdict(
+                "True",
+                "KafkaNotConfigured",
+                "no Kafka configured; events stay in the outbox",
+            ),
+            Vec::new(),
         ),
-        KafkaObservation::Checked(report) => {
-            topics = report.topics.clone();
-            if report.all_ready() {
-                make(
-                    KAFKA_TOPICS_READY,
-                    "True",
-                    "TopicsReady",
-                    format!("{} topics ready", report.topics.len()),
-                )
-            } else {
-                let message = report.first_error().unwrap_or_default();
-                degraded.get_or_insert(("KafkaTopicsNotReady", message.clone()));
-                make(KAFKA_TOPICS_READY, "False", "TopicsNotReady", message)
-            }
-        }
-        KafkaObservation::Unreachable {
-            message,
-            topics: names,
-        } => {
-            topics = names
+        KafkaObservation::Checked(report) if report.all_ready() => (
+            verdict(
+                "True",
+                "TopicsReady",
+                format!("{} topics ready", report.topics.len()),
+            ),
+            report.topics.clone(),
+        ),
+        KafkaObservation::Checked(report) => (
+            verdict(
+                "False",
+                "TopicsNotReady",
+                report.first_error().unwrap_or_default(),
+            ),
+            report.topics.clone(),
+        ),
+        KafkaObservation::RecentlyReady { message, topics } => (
+            verdict("True", "TopicsReady", message.clone()),
+            topics.clone(),
+        ),
+        KafkaObservation::Unreachable { message, topics } => (
+            verdict("False", "KafkaUnavailable", message.clone()),
+            topics
                 .iter()
                 .map(|name| TopicStatus {
                     name: name.clone(),
@@ -420,49 +475,94 @@ pub fn observed_status(
                     state: TopicState::Error,
                     message: Some("Kafka unreachable".to_owned()),
                 })
-                .collect();
-            degraded.get_or_insert(("KafkaUnavailable", message.clone()));
-            make(
-                KAFKA_TOPICS_READY,
-                "False",
-                "KafkaUnavailable",
-                message.clone(),
-            )
-        }
-    };
-    conditions.push(kafka);
+                .collect(),
+        ),
+    }
+}
 
-    conditions.push(match &observation.agent {
-        None => make(
-            OBSERVABILITY_READY,
-            "True",
-            "NotConfigured",
-            "no observability sink configured".to_owned(),
-        ),
-        Some(agent) if agent.rolled_out => make(
-            OBSERVABILITY_READY,
-            "True",
-            "AgentReady",
-            "the Alloy agent is running".to_owned(),
-        ),
-        Some(_) => make(
-            OBSERVABILITY_READY,
+/// `ObservabilityReady`: the Alloy agent's availability, when one is configured.
+pub fn observability_ready(agent: Option<&DeploymentObservation>) -> Verdict {
+    match agent {
+        None => verdict("True", "NotConfigured", "no observability sink configured"),
+        Some(agent) if agent.rolled_out => {
+            verdict("True", "AgentReady", "the Alloy agent is running")
+        }
+        Some(_) => verdict(
             "False",
             "AgentNotReady",
-            "the Alloy agent is not available yet".to_owned(),
+            "the Alloy agent is not available yet",
         ),
-    });
+    }
+}
 
-    conditions.push(match degraded {
-        Some((reason, message)) => make(DEGRADED, "True", reason, message),
-        None => make(DEGRADED, "False", "AsExpected", String::new()),
-    });
-    conditions.push(make(PAUSED, "False", "Reconciling", String::new()));
+/// `Degraded`: the first failure among the migration and the topics (a failed migration first).
+pub fn degraded(database: &Verdict, kafka: &Verdict) -> Verdict {
+    if database.reason == "MigrationFailed" {
+        return verdict("True", "MigrationFailed", database.message.clone());
+    }
+    match kafka.reason {
+        "TopicsNotReady" => verdict("True", "KafkaTopicsNotReady", kafka.message.clone()),
+        "KafkaUnavailable" => verdict("True", "KafkaUnavailable", kafka.message.clone()),
+        _ => verdict("False", "AsExpected", ""),
+    }
+}
+
+/// Status of a store after a full reconcile: one function per condition, merged into the previous
+/// conditions.
+pub fn observed_status(
+    previous: Option<&PlamatioStoreStatus>,
+    observation: &Observation,
+    now: &Time,
+) -> PlamatioStoreStatus {
+    let generation = observation.generation;
+    let make = |type_: &str, verdict: Verdict| {
+        condition(
+            type_,
+            verdict.status,
+            verdict.reason,
+            verdict.message,
+            generation,
+            now,
+        )
+    };
+    let database = database_ready(&observation.migration);
+    let (ready, progressing) = ready_and_progressing(
+        &observation.migration,
+        observation.deployment.as_ref(),
+        &observation.endpoint,
+    );
+    let (kafka, topics) = kafka_topics_ready(&observation.kafka);
+    let degraded = degraded(&database, &kafka);
+    let conditions = vec![
+        make(DATABASE_READY, database),
+        make(READY, ready),
+        make(PROGRESSING, progressing),
+        make(CACHE_READY, cache_ready(observation.redis_configured)),
+        make(KAFKA_TOPICS_READY, kafka),
+        make(
+            OBSERVABILITY_READY,
+            observability_ready(observation.agent.as_ref()),
+        ),
+        make(DEGRADED, degraded),
+        make(PAUSED, verdict("False", "Reconciling", "")),
+    ];
 
     let previous_conditions = previous.map(|p| p.conditions.clone()).unwrap_or_default();
     let migration_version = match &observation.migration {
         MigrationObservation::Complete { version } => Some(version.clone()),
         _ => previous.and_then(|p| p.migration_version.clone()),
+    };
+    let owned_topics = match &observation.kafka {
+        KafkaObservation::Checked(report) => {
+            let mut owned: BTreeSet<String> = previous
+                .and_then(|p| p.owned_topics.clone())
+                .into_iter()
+                .flatten()
+                .collect();
+            owned.extend(report.created.iter().cloned());
+            Some(owned.into_iter().collect())
+        }
+        _ => previous.and_then(|p| p.owned_topics.clone()),
     };
     PlamatioStoreStatus {
         observed_generation: generation,
@@ -472,6 +572,12 @@ pub fn observed_status(
         endpoint: Some(observation.endpoint.clone()),
         topics,
         migration_version,
+        owned_topics,
+        image: observation
+            .deployment
+            .as_ref()
+            .and_then(|d| d.image.clone())
+            .or_else(|| previous.and_then(|p| p.image.clone())),
     }
 }
 

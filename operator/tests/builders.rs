@@ -7,11 +7,13 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use plamatio_operator::build::alloy::agent_configuration;
 use plamatio_operator::build::dashboard::DASHBOARD_JSON;
-use plamatio_operator::build::migration_job::{schema_version, version_label};
+use plamatio_operator::build::deployment::{LiveReplicas, applied_replicas};
+use plamatio_operator::build::migration_job::schema_version;
+use plamatio_operator::build::names::migration_job_name;
 use plamatio_operator::build::network_policy::ports_of;
 use plamatio_operator::build::{
-    APPLIED_HASH_ANNOTATION, BuildSettings, Child, ChildKind, ResolvedSecrets, StoreIdentity,
-    build_children,
+    APPLIED_HASH_ANNOTATION, BuildSettings, Child, ChildKind, LiveState, ResolvedSecrets,
+    StoreIdentity, build_children,
 };
 use plamatio_operator::crd::{PlamatioStore, PodDisruptionBudgetSpec};
 use plamatio_operator::render::parse_stores;
@@ -32,6 +34,7 @@ fn children(store: &PlamatioStore) -> Vec<Child> {
         store,
         &ResolvedSecrets::assumed(store),
         &BuildSettings::default(),
+        &LiveState::default(),
     )
     .expect("children build")
 }
@@ -53,8 +56,16 @@ fn snapshot_form(child: &Child) -> Value {
     {
         annotations.remove(APPLIED_HASH_ANNOTATION);
     }
-    if let Some(dashboard) = object.pointer_mut("/data/plamatio-api.json") {
-        *dashboard = Value::String("<charts/plamatio/dashboards/plamatio-api.json>".to_owned());
+    if child.kind == ChildKind::ConfigMap
+        && child.name.ends_with("-dashboard")
+        && let Some(data) = object.pointer_mut("/data").and_then(Value::as_object_mut)
+    {
+        for dashboard in data.values_mut() {
+            *dashboard = Value::String(
+                "<charts/plamatio/dashboards/plamatio-api.json with the store's uid and title>"
+                    .to_owned(),
+            );
+        }
     }
     object
 }
@@ -82,10 +93,11 @@ fn a_minimal_store_gets_the_api_children_in_apply_order() {
         .into_iter()
         .map(|c| (c.kind, c.name))
         .collect();
+    let job = migration_job_name("shop", "0.1.0");
     let expected = vec![
         (ChildKind::ServiceAccount, "shop-api"),
         (ChildKind::ConfigMap, "shop-api"),
-        (ChildKind::Job, "shop-migrate-0-1-0"),
+        (ChildKind::Job, job.as_str()),
         (ChildKind::Deployment, "shop-api"),
         (ChildKind::Service, "shop-api"),
         (ChildKind::PodDisruptionBudget, "shop-api"),
@@ -323,10 +335,10 @@ fn a_single_replica_gets_no_disruption_budget_unless_forced() {
 }
 
 #[test]
-fn with_an_autoscaler_the_deployment_leaves_replicas_to_it() {
+fn a_new_autoscaled_deployment_starts_at_the_autoscalers_minimum() {
     let children = children(&sample(MAXIMAL));
     let deployment = find(&children, ChildKind::Deployment, "flagship-api");
-    assert!(deployment["spec"].get("replicas").is_none());
+    assert_eq!(deployment["spec"]["replicas"], 3);
     let hpa = find(
         &children,
         ChildKind::HorizontalPodAutoscaler,
@@ -337,6 +349,165 @@ fn with_an_autoscaler_the_deployment_leaves_replicas_to_it() {
     assert_eq!(
         hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
         65
+    );
+}
+
+fn managed_fields_entry(
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    fields: Value,
+) -> Value {
+    let mut entry = serde_json::json!({
+        "manager": manager, "operation": operation, "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": fields,
+    });
+    if let Some(subresource) = subresource {
+        entry["subresource"] = Value::String(subresource.to_owned());
+    }
+    entry
+}
+
+fn live_deployment(
+    replicas: i32,
+    managed_fields: Vec<Value>,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop-api", "managedFields": managed_fields},
+        "spec": {"replicas": replicas, "selector": {}, "template": {}},
+    }))
+    .expect("deployment")
+}
+
+#[test]
+fn the_replica_count_is_handed_to_the_autoscaler_only_once_it_owns_the_field() {
+    let replicas = serde_json::json!({"f:spec": {"f:replicas": {}, "f:template": {}}});
+    let template_only = serde_json::json!({"f:spec": {"f:template": {}}});
+    let operator_alone = live_deployment(
+        4,
+        vec![managed_fields_entry(
+            "plamatio-operator",
+            "Apply",
+            None,
+            replicas.clone(),
+        )],
+    );
+    // What the API server records when the HPA scales through the scale subresource.
+    let after_autoscaler = live_deployment(
+        6,
+        vec![
+            managed_fields_entry("plamatio-operator", "Apply", None, template_only.clone()),
+            managed_fields_entry(
+                "kube-controller-manager",
+                "Update",
+                Some("scale"),
+                serde_json::json!({"f:spec": {"f:replicas": {}}}),
+            ),
+        ],
+    );
+    let kubectl_scaled = live_deployment(
+        5,
+        vec![
+            managed_fields_entry("plamatio-operator", "Apply", None, template_only),
+            managed_fields_entry(
+                "kubectl",
+                "Update",
+                Some("scale"),
+                serde_json::json!({"f:spec": {"f:replicas": {}}}),
+            ),
+        ],
+    );
+    let mut autoscaled = sample(MAXIMAL).spec.api();
+    let fixed = plamatio_operator::crd::ApiSpec {
+        replicas: Some(4),
+        ..Default::default()
+    };
+    let table: Vec<(
+        &str,
+        &plamatio_operator::crd::ApiSpec,
+        Option<LiveReplicas>,
+        Option<i32>,
+    )> = vec![
+        (
+            "no autoscaler: the spec's count",
+            &fixed,
+            LiveReplicas::of(&after_autoscaler),
+            Some(4),
+        ),
+        (
+            "new Deployment: the autoscaler's minimum",
+            &autoscaled,
+            None,
+            Some(3),
+        ),
+        (
+            "the operator alone owns it: the live count",
+            &autoscaled,
+            LiveReplicas::of(&operator_alone),
+            Some(4),
+        ),
+        (
+            "the autoscaler owns it: left out",
+            &autoscaled,
+            LiveReplicas::of(&after_autoscaler),
+            None,
+        ),
+        (
+            "someone else owns it: left out",
+            &autoscaled,
+            LiveReplicas::of(&kubectl_scaled),
+            None,
+        ),
+    ];
+    for (rule, api, live, want) in table {
+        assert_eq!(applied_replicas(api, live), want, "{rule}");
+    }
+    autoscaled.autoscaling = None;
+    assert_eq!(
+        applied_replicas(&autoscaled, LiveReplicas::of(&after_autoscaler)),
+        Some(3),
+        "autoscaling turned off: the spec's count again, taken back from the autoscaler"
+    );
+}
+
+#[test]
+fn a_live_deployment_reports_its_count_and_who_else_owns_replicas() {
+    let only_operator = live_deployment(
+        4,
+        vec![managed_fields_entry(
+            "plamatio-operator",
+            "Apply",
+            None,
+            serde_json::json!({"f:spec": {"f:replicas": {}}}),
+        )],
+    );
+    assert_eq!(
+        LiveReplicas::of(&only_operator),
+        Some(LiveReplicas {
+            count: 4,
+            owned_by_another_manager: false
+        })
+    );
+    let shared = live_deployment(
+        4,
+        vec![
+            managed_fields_entry(
+                "plamatio-operator",
+                "Apply",
+                None,
+                serde_json::json!({"f:spec": {"f:replicas": {}}}),
+            ),
+            managed_fields_entry(
+                "handover",
+                "Apply",
+                None,
+                serde_json::json!({"f:spec": {"f:replicas": {}}}),
+            ),
+        ],
+    );
+    assert_eq!(
+        LiveReplicas::of(&shared).map(|l| l.owned_by_another_manager),
+        Some(true)
     );
 }
 
@@ -351,7 +522,13 @@ fn api_key_digests_are_joined_into_plamatio_api_keys_by_env_expansion() {
         ],
         ..ResolvedSecrets::assumed(&store)
     };
-    let children = build_children(&store, &secrets, &BuildSettings::default()).expect("build");
+    let children = build_children(
+        &store,
+        &secrets,
+        &BuildSettings::default(),
+        &LiveState::default(),
+    )
+    .expect("build");
     let env = find(&children, ChildKind::Deployment, "flagship-api")["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .cloned()
@@ -435,16 +612,25 @@ fn the_migration_job_is_named_by_the_schema_version_of_the_image() {
         "0.2.0"
     );
     assert_eq!(schema_version("registry:5000/plamatio-api"), "latest");
+    let digest = format!("sha256:{}", "ab".repeat(32));
     assert_eq!(
-        schema_version("ghcr.io/plamatio/plamatio-api@sha256:abcdef0123456789ffff"),
-        "abcdef012345"
+        schema_version(&format!("ghcr.io/plamatio/plamatio-api@{digest}")),
+        digest,
+        "a digest is kept whole"
     );
-    assert_eq!(version_label("V1.2.3_rc.1+build"), "v1-2-3-rc-1-build");
     let mut store = sample(MINIMAL);
     store.spec.api.get_or_insert_default().image =
         Some("ghcr.io/plamatio/plamatio-api:0.2.0".to_owned());
     let children = children(&store);
-    let job = find(&children, ChildKind::Job, "shop-migrate-0-2-0");
+    let job = find(
+        &children,
+        ChildKind::Job,
+        &migration_job_name("shop", "0.2.0"),
+    );
+    assert_eq!(
+        job["metadata"]["annotations"]["plamatio.io/schema-version"],
+        "0.2.0"
+    );
     assert_eq!(
         job["spec"]["template"]["spec"]["containers"][0]["args"],
         serde_json::json!(["migrate"])
@@ -492,7 +678,13 @@ fn the_network_policy_opens_egress_to_the_configured_ports_only() {
         redis_url: Some("rediss://cache.example.com:6380".to_owned()),
         ..ResolvedSecrets::assumed(&store)
     };
-    let children = build_children(&store, &secrets, &BuildSettings::default()).expect("build");
+    let children = build_children(
+        &store,
+        &secrets,
+        &BuildSettings::default(),
+        &LiveState::default(),
+    )
+    .expect("build");
     let policy = find(&children, ChildKind::NetworkPolicy, "flagship-api");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8080);
     let external: Vec<i64> = policy["spec"]["egress"][1]["ports"]
@@ -555,9 +747,61 @@ fn the_dashboard_config_map_carries_the_chart_dashboard_for_grafana() {
     let children = children(&sample(MAXIMAL));
     let dashboard = find(&children, ChildKind::ConfigMap, "flagship-dashboard");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
-    assert_eq!(dashboard["data"]["plamatio-api.json"], DASHBOARD_JSON);
-    let parsed: Value = serde_json::from_str(DASHBOARD_JSON).expect("dashboard is JSON");
-    assert!(parsed["panels"].is_array());
+    let data = dashboard["data"].as_object().expect("data");
+    assert_eq!(data.len(), 1);
+    let file = data
+        .get("plamatio-shops_flagship.json")
+        .and_then(Value::as_str)
+        .expect("the store's dashboard file");
+    let parsed: Value = serde_json::from_str(file).expect("dashboard is JSON");
+    let chart: Value = serde_json::from_str(DASHBOARD_JSON).expect("chart dashboard is JSON");
+    assert_eq!(parsed["panels"], chart["panels"], "the chart's panels");
+    assert_eq!(parsed["templating"], chart["templating"]);
+    assert_eq!(parsed["title"], "Plamatio store API — shops/flagship");
+}
+
+fn dashboard_of(name: &str, namespace: &str) -> (String, String) {
+    let mut store = sample(MAXIMAL);
+    store.metadata.name = Some(name.to_owned());
+    store.metadata.namespace = Some(namespace.to_owned());
+    let children = children(&store);
+    let dashboard = find(
+        &children,
+        ChildKind::ConfigMap,
+        &format!("{name}-dashboard"),
+    );
+    let (file, json) = dashboard["data"]
+        .as_object()
+        .and_then(|data| data.iter().next())
+        .map(|(file, json)| (file.clone(), json.as_str().unwrap_or_default().to_owned()))
+        .expect("one dashboard file");
+    let parsed: Value = serde_json::from_str(&json).expect("dashboard is JSON");
+    (file, parsed["uid"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn every_store_has_its_own_dashboard_file_and_uid() {
+    let stores = [
+        ("flagship", "shops"),
+        ("flagship", "outlet"),
+        ("shop", "shops"),
+        (&*format!("s{}", "x".repeat(43)), &*"n".repeat(63)),
+    ];
+    let mut files = std::collections::BTreeSet::new();
+    let mut uids = std::collections::BTreeSet::new();
+    for (name, namespace) in stores {
+        let (file, uid) = dashboard_of(name, namespace);
+        assert!(uid.len() <= 40, "Grafana's uid limit: {uid}");
+        assert!(file.len() <= 253, "a ConfigMap key: {file}");
+        files.insert(file);
+        uids.insert(uid);
+    }
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(uids.len(), 4, "{uids:?}");
+    assert!(
+        !uids.contains("plamatio-api"),
+        "not the chart's own dashboard uid"
+    );
 }
 
 fn opaque(name: &str, data: &[(&str, &str)]) -> Secret {
@@ -628,4 +872,29 @@ fn api_keys_with_an_unknown_scope_or_a_bad_digest_are_refused() {
     )
     .expect_err("digest");
     assert_eq!(error.metric_label(), "InvalidSecret");
+}
+
+#[test]
+fn a_failing_migration_waits_longer_after_each_failure() {
+    use plamatio_operator::build::migration_job::migration_retry_wait;
+    use std::time::Duration;
+    let failed = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
+    let after = |seconds: i64| failed + k8s_openapi::jiff::SignedDuration::from_secs(seconds);
+    let table = [
+        (1, 0, Some(30)),
+        (1, 29, Some(1)),
+        (1, 30, None),
+        (2, 30, Some(30)),
+        (2, 60, None),
+        (4, 200, Some(40)),
+        (20, 1799, Some(1)),
+        (20, 1800, None),
+    ];
+    for (failures, waited, want) in table {
+        assert_eq!(
+            migration_retry_wait(failures, failed, after(waited)),
+            want.map(Duration::from_secs),
+            "{failures} failures, {waited}s after"
+        );
+    }
 }

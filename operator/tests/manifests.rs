@@ -87,7 +87,8 @@ fn the_crd_schema_refuses_bad_specs() {
         "self.maxReplicas >= self.minReplicas",
         "self.mode == 'off' || has(self.jwksUrl)",
         "has(self.credentialsSecretRef)",
-        "size(self.metadata.name) <= 40",
+        "size(self.metadata.name) <= 44",
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
     ] {
         assert!(rules.contains(rule), "CEL rule {rule:?} missing");
     }
@@ -116,4 +117,49 @@ fn render_refuses_documents_that_are_not_stores() {
     let error = parse_stores("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
         .expect_err("not a store");
     assert_eq!(error.metric_label(), "InvalidManifest");
+}
+
+#[test]
+fn the_defaults_the_operator_applies_are_visible_in_the_schema() {
+    use plamatio_operator::crd::{DEFAULT_PORT, DEFAULT_REPLICAS, DEFAULT_TOPIC_PARTITIONS};
+    let schema = serde_json::to_value(PlamatioStore::crd()).expect("CRD serializes");
+    let spec = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let api = &spec["api"]["properties"];
+    let kafka = &spec["kafka"]["properties"];
+    let table = [
+        (&api["replicas"], serde_json::json!(DEFAULT_REPLICAS)),
+        (&api["port"], serde_json::json!(DEFAULT_PORT)),
+        (&api["logLevel"], serde_json::json!("info")),
+        (
+            &api["autoscaling"]["properties"]["targetCPUUtilizationPercentage"],
+            serde_json::json!(plamatio_operator::build::hpa::DEFAULT_TARGET_CPU),
+        ),
+        (
+            &api["podDisruptionBudget"]["properties"]["maxUnavailable"],
+            serde_json::json!(1),
+        ),
+        (
+            &spec["database"]["properties"]["migrations"],
+            serde_json::json!("auto"),
+        ),
+        (
+            &kafka["topics"]["properties"]["partitions"],
+            serde_json::json!(DEFAULT_TOPIC_PARTITIONS),
+        ),
+        (
+            &kafka["topics"]["properties"]["deletionPolicy"],
+            serde_json::json!("Retain"),
+        ),
+        (
+            &kafka["credentialsSecretRef"]["properties"]["usernameKey"],
+            serde_json::json!("username"),
+        ),
+        (
+            &kafka["credentialsSecretRef"]["properties"]["passwordKey"],
+            serde_json::json!("password"),
+        ),
+    ];
+    for (field, default) in table {
+        assert_eq!(field["default"], default, "{field}");
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::broker::{Broker, free_port};
 use common::{
-    DATABASE_URL, FakeApi, NAMESPACE, context, database_secret, fake_api, minimal_spec, secret,
-    settings, store,
+    DATABASE_URL, FakeApi, NAMESPACE, Refusal, context, database_secret, fake_api, minimal_spec,
+    secret, settings, store,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -24,6 +24,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client};
 use plamatio_operator::build::CONFIG_HASH_ANNOTATION;
+use plamatio_operator::build::names::migration_job_name;
 use plamatio_operator::controller::{TOPICS_FINALIZER, error_policy, reconcile};
 use plamatio_operator::crd::{
     ApiSpec, AutoscalingSpec, DeletionPolicy, KafkaSpec, MetricsSinkSpec, MigrationMode,
@@ -38,6 +39,17 @@ async fn fetch_store(client: &Client, name: &str) -> PlamatioStore {
         .get(name)
         .await
         .expect("store exists")
+}
+
+/// Reconciles the stored store with a context that lives across reconciles (as the controller's
+/// does), for the rules that depend on what this operator saw before.
+async fn reconcile_in(
+    api: &FakeApi,
+    name: &str,
+    ctx: &Arc<plamatio_operator::controller::Context>,
+) -> plamatio_operator::Result<kube::runtime::controller::Action> {
+    let latest = fetch_store(&api.client, name).await;
+    reconcile(Arc::new(latest), Arc::clone(ctx)).await
 }
 
 async fn reconcile_latest(
@@ -206,6 +218,11 @@ async fn an_available_deployment_makes_the_store_ready() {
     let status = store.status.expect("status");
     assert_eq!(status.ready_replicas, Some(2));
     assert_eq!(status.replicas, Some(2));
+    assert_eq!(
+        status.image.as_deref(),
+        Some(plamatio_operator::build::DEFAULT_API_IMAGE),
+        "the resolved image: the operator's default, as the spec names none"
+    );
     let writes = api.writes.take();
     assert_eq!(
         writes,
@@ -505,7 +522,7 @@ async fn auto_migrations_run_the_job_before_the_deployment() {
     reconcile_latest(&api, "shop", settings())
         .await
         .expect("first reconcile");
-    let job_name = "shop-migrate-0-1-0";
+    let job_name = &migration_job_name("shop", "0.1.0");
     assert!(exists::<Job>(&api.client, job_name).await);
     assert!(
         !exists::<Deployment>(&api.client, "shop-api").await,
@@ -559,7 +576,7 @@ async fn a_failed_migration_degrades_the_store() {
     let failed =
         json!({"status": {"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]}});
     jobs.patch_status(
-        "shop-migrate-0-1-0",
+        &migration_job_name("shop", "0.1.0"),
         &PatchParams::default(),
         &Patch::Merge(&failed),
     )
@@ -591,7 +608,7 @@ async fn an_api_error_fails_the_reconcile() {
     let error = reconcile_latest(&api, "shop", settings())
         .await
         .expect_err("injected failure");
-    assert_eq!(error.metric_label(), "KubeApiError");
+    assert_eq!(error.metric_label(), "ApplyFailed");
 }
 
 fn kafka_spec(name: &str, bootstrap: &str, policy: DeletionPolicy) -> PlamatioStoreSpec {
@@ -832,5 +849,809 @@ async fn a_deletion_removes_the_finalizer_after_the_bound_when_kafka_is_gone() {
     assert!(
         writes.iter().any(|w| w.contains("Event")),
         "an event records it: {writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_store_name_the_crd_refuses_gets_no_child_and_says_why() {
+    let api = fake_api()
+        .store(store("shop.eu", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let action = reconcile_latest(&api, "shop.eu", settings())
+        .await
+        .expect("reported, not retried");
+    assert_eq!(action, Action::await_change());
+    let writes = api.writes.take();
+    assert!(child_writes(&writes).is_empty(), "{writes:?}");
+    assert!(
+        writes.iter().any(|w| w.contains("Event")),
+        "a Warning Event: {writes:?}"
+    );
+    let store = fetch_store(&api.client, "shop.eu").await;
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("True".into(), "InvalidName".into())
+    );
+}
+
+async fn patch_spec(api: &FakeApi, name: &str, change: serde_json::Value) {
+    Api::<PlamatioStore>::namespaced(api.client.clone(), NAMESPACE)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("spec change");
+}
+
+fn condition_message(store: &PlamatioStore, type_: &str) -> String {
+    let status = store.status.clone().expect("status written");
+    find_condition(&status, type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// What the HorizontalPodAutoscaler does when it scales: it writes `spec.replicas` under its own
+/// field manager (kube-controller-manager, through the scale subresource) and so takes the field's
+/// ownership from the operator. kube-fake-client tracks ownership for applies only, so a forced
+/// apply stands in for the scale update: the resulting owners are the same.
+async fn autoscaler_scales(client: &Client, name: &str, replicas: i32) {
+    let scale = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"replicas": replicas}
+    });
+    Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .patch(
+            name,
+            &PatchParams::apply("kube-controller-manager").force(),
+            &Patch::Apply(&scale),
+        )
+        .await
+        .expect("autoscaler scales");
+}
+
+fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(manager))
+        .any(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+}
+
+#[tokio::test]
+async fn turning_on_autoscaling_keeps_the_live_replica_count_until_the_autoscaler_owns_it() {
+    let mut spec = minimal_spec("shop");
+    spec.api = Some(ApiSpec {
+        replicas: Some(4),
+        ..ApiSpec::default()
+    });
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("first reconcile");
+    let deployments = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE);
+    let live = deployments.get("shop-api").await.expect("deployment");
+    assert!(owns_replicas(&live, "plamatio-operator"));
+
+    patch_spec(
+        &api,
+        "shop",
+        json!({"spec": {"api": {"autoscaling": {"minReplicas": 2, "maxReplicas": 10}}}}),
+    )
+    .await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("autoscaling on");
+    assert!(exists::<HorizontalPodAutoscaler>(&api.client, "shop-api").await);
+    let applied = api
+        .bodies
+        .last_applied("Deployment", "shop-api")
+        .expect("Deployment applied");
+    assert_eq!(
+        applied["spec"]["replicas"], 4,
+        "while the operator alone owns spec.replicas, dropping it would make the API server remove \
+         the field and default it to 1: the live count is applied instead"
+    );
+
+    autoscaler_scales(&api.client, "shop-api", 6).await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("after the autoscaler scaled");
+    let applied = api
+        .bodies
+        .last_applied("Deployment", "shop-api")
+        .expect("Deployment applied");
+    assert!(
+        applied["spec"].get("replicas").is_none(),
+        "once the autoscaler owns spec.replicas the operator leaves it out: {}",
+        applied["spec"]
+    );
+    let live = deployments.get("shop-api").await.expect("deployment");
+    assert!(!owns_replicas(&live, "plamatio-operator"));
+    assert!(owns_replicas(&live, "kube-controller-manager"));
+    assert_eq!(live.spec.and_then(|s| s.replicas), Some(6));
+
+    patch_spec(
+        &api,
+        "shop",
+        json!({"spec": {"api": {"autoscaling": null}}}),
+    )
+    .await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("autoscaling off");
+    let applied = api
+        .bodies
+        .last_applied("Deployment", "shop-api")
+        .expect("Deployment applied");
+    assert_eq!(applied["spec"]["replicas"], 4, "the spec's count again");
+    assert!(!exists::<HorizontalPodAutoscaler>(&api.client, "shop-api").await);
+}
+
+#[tokio::test]
+async fn a_refused_apply_degrades_the_store_with_the_servers_reason_and_message() {
+    let message = "Deployment.apps \"shop-api\" is invalid: spec.template.metadata.labels: Invalid \
+                   value: \"x\": must be no more than 63 characters";
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .refuse_patch_of(
+            "Deployment",
+            "shop-api",
+            Refusal::Invalid(message.to_owned()),
+        )
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("refused");
+    assert_eq!(error.metric_label(), "Invalid");
+
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("True".into(), "Invalid".into())
+    );
+    assert_eq!(
+        condition(&store, status::PROGRESSING),
+        ("False".into(), "Invalid".into())
+    );
+    assert_eq!(
+        condition_message(&store, status::DEGRADED),
+        format!("applying Deployment/shop-api failed: {message}")
+    );
+    let events = api.bodies.events();
+    let warning = events
+        .iter()
+        .find(|e| e["type"] == "Warning")
+        .expect("a Warning Event");
+    assert_eq!(warning["reason"], "Invalid");
+    assert!(
+        warning["note"]
+            .as_str()
+            .is_some_and(|note| note.contains(message)),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_refusal_keeps_the_event_note_within_one_kib() {
+    let message = format!(
+        "admission webhook \"policy.example.com\" denied the request: {}",
+        "é".repeat(3000)
+    );
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .refuse_patch_of("Service", "shop-api", Refusal::Invalid(message.clone()))
+        .build()
+        .await;
+    let error = reconcile_latest(&api, "shop", settings())
+        .await
+        .expect_err("refused");
+    assert_eq!(error.metric_label(), "AdmissionWebhookDenied");
+    let events = api.bodies.events();
+    let note = events
+        .iter()
+        .find(|e| e["type"] == "Warning")
+        .and_then(|e| e["note"].as_str().map(str::to_owned))
+        .expect("a Warning Event with a note");
+    assert!(note.len() <= 1024, "{} bytes", note.len());
+    assert!(note.ends_with('…'));
+    let store = fetch_store(&api.client, "shop").await;
+    assert!(condition_message(&store, status::DEGRADED).contains(&message));
+}
+
+#[tokio::test]
+async fn after_a_refusal_a_successful_reconcile_clears_degraded() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let status = plamatio_operator::status::apply_failed_status(
+        None,
+        Some(1),
+        "Forbidden",
+        "applying Service/shop-api failed: forbidden",
+        &Time(Timestamp::now()),
+    );
+    Api::<PlamatioStore>::namespaced(api.client.clone(), NAMESPACE)
+        .patch_status(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .expect("status");
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let store = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store, status::DEGRADED),
+        ("False".into(), "AsExpected".into())
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired_on_resync_and_an_unchanged_resync_writes_nothing() {
+    let mut settings = settings();
+    settings.drift_repair_interval = Duration::ZERO;
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("first reconcile");
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("second reconcile");
+    api.writes.take();
+    let applies_before = ctx.metrics.writes.with_label_values(&["apply"]).get();
+    let unchanged_before = ctx.metrics.unchanged_applies.get();
+
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("resync, nothing drifted");
+    let writes = api.writes.take();
+    assert!(
+        writes.iter().all(|w| w.starts_with("apply-unchanged")),
+        "every child re-applied, none changed: {writes:?}"
+    );
+    assert_eq!(writes.len(), 6, "{writes:?}");
+    assert_eq!(ctx.metrics.unchanged_applies.get() - unchanged_before, 6);
+    assert_eq!(
+        ctx.metrics.writes.with_label_values(&["apply"]).get(),
+        applies_before,
+        "an unchanged apply is not a write"
+    );
+
+    // `kubectl scale` and `kubectl edit` of fields the operator owns:
+    let deployments = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE);
+    deployments
+        .patch(
+            "shop-api",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 7, "revisionHistoryLimit": 50}})),
+        )
+        .await
+        .expect("scaled by hand");
+    api.writes.take();
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("resync after drift");
+    let writes = api.writes.take();
+    assert!(
+        writes.contains(&"patch shops/shop-api Deployment".to_owned()),
+        "{writes:?}"
+    );
+    let deployment = deployments.get("shop-api").await.expect("deployment");
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.revision_history_limit, Some(5));
+    assert!(
+        api.bodies
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "DriftRepaired"),
+        "an Event says what was repaired"
+    );
+}
+
+#[tokio::test]
+async fn between_resyncs_an_unchanged_child_is_not_reapplied() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("first reconcile");
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("status change");
+    api.writes.take();
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("another status change");
+    assert_eq!(api.writes.take(), Vec::<String>::new());
+    assert_eq!(ctx.metrics.unchanged_applies.get(), 0);
+}
+
+fn topics_on(bootstrap: &str) -> Vec<String> {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("admin");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("metadata");
+    let mut names: Vec<String> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn shared_prefix_spec(name: &str, bootstrap: &str) -> PlamatioStoreSpec {
+    let mut spec = kafka_spec(name, bootstrap, DeletionPolicy::Delete);
+    if let Some(kafka) = spec.kafka.as_mut() {
+        kafka.topic_prefix = Some("shared.".to_owned());
+    }
+    spec
+}
+
+/// The store as the controller sees it once `kubectl delete` (or the namespace's deletion) set its
+/// deletion timestamp; its finalizer keeps it until the reconcile lets go.
+async fn being_deleted(client: &Client, name: &str) -> PlamatioStore {
+    let mut store = fetch_store(client, name).await;
+    store.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    store
+}
+
+#[tokio::test]
+async fn stores_sharing_a_prefix_never_delete_each_others_topics() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            shared_prefix_spec("shop", &broker.bootstrap()),
+        ))
+        .store(store(
+            "outlet",
+            shared_prefix_spec("outlet", &broker.bootstrap()),
+        ))
+        .secret(database_secret("shop"))
+        .secret(database_secret("outlet"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("shop creates the topics");
+    reconcile_in(&api, "outlet", &ctx)
+        .await
+        .expect("outlet finds them");
+    let owned = |store: &PlamatioStore| store.status.clone().and_then(|s| s.owned_topics);
+    let shop = fetch_store(&api.client, "shop").await;
+    assert_eq!(owned(&shop).map(|t| t.len()), Some(5), "shop created them");
+    let outlet = fetch_store(&api.client, "outlet").await;
+    assert_eq!(owned(&outlet), Some(Vec::new()), "outlet created none");
+    let shared = topics_on(&broker.bootstrap());
+    assert_eq!(
+        shared.iter().filter(|t| t.starts_with("shared.")).count(),
+        5
+    );
+
+    // The store that created the topics goes while the other still asks for them: they stay.
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("shop's deletion");
+    assert_eq!(topics_on(&broker.bootstrap()), shared);
+    assert!(
+        finalizers_of(&api.client, "shop")
+            .await
+            .is_none_or(|f| f.is_empty()),
+        "shop's finalizer is removed"
+    );
+
+    // The store that created none goes: it deletes nothing.
+    let deleted = being_deleted(&api.client, "outlet").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("outlet's deletion");
+    assert_eq!(topics_on(&broker.bootstrap()), shared);
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_the_topics_though_the_credentials_secret_went_first() {
+    let broker = Broker::start();
+    let mut spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
+    if let Some(kafka) = spec.kafka.as_mut() {
+        kafka.credentials_secret_ref = Some(plamatio_operator::crd::CredentialsSecretRef {
+            name: "shop-kafka".to_owned(),
+            ..Default::default()
+        });
+    }
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .secret(secret(
+            "shop-kafka",
+            &[("username", "shop"), ("password", "secret")],
+        ))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("topics created");
+    assert_eq!(
+        topics_on(&broker.bootstrap())
+            .iter()
+            .filter(|t| t.starts_with("shop."))
+            .count(),
+        5
+    );
+
+    // The namespace controller deletes the Secret and the store at once.
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(api.client.clone(), NAMESPACE)
+        .delete("shop-kafka", &Default::default())
+        .await
+        .expect("Secret deleted");
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("deletion does not need the plaintext connection's Secret");
+    assert!(
+        topics_on(&broker.bootstrap())
+            .iter()
+            .all(|t| !t.starts_with("shop.")),
+        "the store's topics are deleted"
+    );
+    assert!(
+        finalizers_of(&api.client, "shop")
+            .await
+            .is_none_or(|f| f.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn every_patch_names_the_operator_as_its_field_manager() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Delete),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    reconcile_latest(&api, "shop", settings())
+        .await
+        .expect("reconcile");
+    let managers = api.bodies.field_managers();
+    assert!(
+        managers.iter().any(|(write, _)| write == "patch shop"),
+        "the finalizer patch is among them: {managers:?}"
+    );
+    assert!(
+        managers
+            .iter()
+            .any(|(write, _)| write == "patch_status shop"),
+        "{managers:?}"
+    );
+    for (write, manager) in managers {
+        assert_eq!(manager.as_deref(), Some("plamatio-operator"), "{write}");
+    }
+}
+
+#[tokio::test]
+async fn children_are_listed_never_read_one_by_one() {
+    // The RBAC grants `list` but no `get` on child kinds; only Secrets and stores are read by name.
+    let mut spec = minimal_spec("shop");
+    spec.api = Some(ApiSpec {
+        autoscaling: Some(AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 5,
+            target_cpu_utilization_percentage: None,
+        }),
+        ..ApiSpec::default()
+    });
+    spec.observability = Some(ObservabilitySpec {
+        metrics: Some(MetricsSinkSpec {
+            remote_write_url: "https://prometheus.example.com/api/prom/push".to_owned(),
+            credentials_secret_ref: None,
+        }),
+        ..ObservabilitySpec::default()
+    });
+    let mut settings = settings();
+    settings.drift_repair_interval = Duration::ZERO;
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    for _ in 0..3 {
+        reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    }
+    let reads = api.bodies.gets();
+    assert!(
+        reads.contains(&"shops/shop-database".to_owned()),
+        "reads by name are recorded: {reads:?}"
+    );
+    let by_name: Vec<&String> = reads
+        .iter()
+        .filter(|read| *read != "shops/shop" && *read != "shops/shop-database")
+        .collect();
+    assert_eq!(by_name, Vec::<&String>::new());
+}
+
+#[tokio::test]
+async fn ready_topics_are_not_asked_again_until_the_kafka_spec_changes() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("topics created");
+    let ready = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&ready, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+
+    // Kafka goes away; a reconcile for another reason (a Deployment status change) does not ask it.
+    drop(broker);
+    api.writes.take();
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("no Kafka needed");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+    assert_eq!(store_now.status, ready.status, "the status carries over");
+    assert_eq!(
+        api.writes.take(),
+        Vec::<String>::new(),
+        "and nothing is written"
+    );
+
+    // A change of the Kafka spec asks Kafka at once.
+    patch_spec(
+        &api,
+        "shop",
+        json!({"spec": {"kafka": {"topics": {"partitions": 4}}}}),
+    )
+    .await;
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let changed = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&changed, status::KAFKA_TOPICS_READY),
+        ("False".into(), "KafkaUnavailable".into())
+    );
+}
+
+#[tokio::test]
+async fn ready_topics_are_asked_again_after_the_topic_resync_interval() {
+    let broker = Broker::start();
+    let mut settings = settings();
+    settings.topic_resync_interval = Duration::ZERO;
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("topics created");
+    drop(broker);
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::KAFKA_TOPICS_READY),
+        ("False".into(), "KafkaUnavailable".into())
+    );
+}
+
+#[tokio::test]
+async fn a_sasl_store_deletion_uses_the_kept_credentials_when_its_secret_went_first() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let mut spec = kafka_spec("shop", &bootstrap, DeletionPolicy::Delete);
+    if let Some(kafka) = spec.kafka.as_mut() {
+        kafka.security_protocol = Some(plamatio_operator::crd::SecurityProtocol::SaslPlaintext);
+        kafka.credentials_secret_ref = Some(plamatio_operator::crd::CredentialsSecretRef {
+            name: "shop-kafka".to_owned(),
+            ..Default::default()
+        });
+    }
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .secret(secret(
+            "shop-kafka",
+            &[("username", "shop"), ("password", "secret")],
+        ))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("reconciled (Kafka unreachable, reported)");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(api.client.clone(), NAMESPACE)
+        .delete("shop-kafka", &Default::default())
+        .await
+        .expect("Secret deleted with the namespace");
+
+    let deleted = being_deleted(&api.client, "shop").await;
+    let error = reconcile(Arc::new(deleted.clone()), Arc::clone(&ctx))
+        .await
+        .expect_err("the brokers are unreachable here");
+    assert_eq!(
+        error.metric_label(),
+        "KafkaUnavailable",
+        "the kept credentials were used: deletion went on to Kafka instead of stopping at the \
+         missing Secret ({error})"
+    );
+
+    // An operator that never saw the store (restarted) has nothing kept: the Secret is needed.
+    let restarted = context(&api.client, settings());
+    let error = reconcile(Arc::new(deleted), restarted)
+        .await
+        .expect_err("no credentials");
+    assert_eq!(error.metric_label(), "SecretNotFound");
+}
+
+async fn fail_job(client: &Client, name: &str, failed_seconds_ago: i64) {
+    let failed_at = Timestamp::now() - SignedDuration::from_secs(failed_seconds_ago);
+    let failed = json!({"status": {"failed": 4, "conditions": [{
+        "type": "Failed", "status": "True", "lastTransitionTime": failed_at.to_string()
+    }]}});
+    Api::<Job>::namespaced(client.clone(), NAMESPACE)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&failed))
+        .await
+        .expect("job failed");
+}
+
+#[tokio::test]
+async fn a_failed_migration_runs_again_after_its_backoff_without_anyone_deleting_the_job() {
+    let mut spec = minimal_spec("shop");
+    spec.database.migrations = Some(MigrationMode::Auto);
+    let api = fake_api()
+        .store(store("shop", spec))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    let job_name = migration_job_name("shop", "0.1.0");
+    reconcile_in(&api, "shop", &ctx).await.expect("Job created");
+
+    // Just failed: left alone for the first backoff (30 s), the store degraded.
+    fail_job(&api.client, &job_name, 1).await;
+    api.writes.take();
+    let action = reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(exists::<Job>(&api.client, &job_name).await);
+    assert!(
+        (28..=30).any(|seconds| action == Action::requeue(Duration::from_secs(seconds))),
+        "back when the 30 s backoff ends: {action:?}"
+    );
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::DEGRADED),
+        ("True".into(), "MigrationFailed".into())
+    );
+
+    // Failed long enough ago: deleted, and the next reconcile runs it again.
+    fail_job(&api.client, &job_name, 120).await;
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(!exists::<Job>(&api.client, &job_name).await, "deleted");
+    assert!(
+        api.bodies
+            .events()
+            .iter()
+            .any(|e| e["reason"] == "MigrationRetry")
+    );
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert!(exists::<Job>(&api.client, &job_name).await, "created again");
+    let store_now = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&store_now, status::DATABASE_READY),
+        ("False".into(), "MigrationRunning".into())
+    );
+}
+
+#[tokio::test]
+async fn namespace_scoped_mode_never_lists_across_namespaces() {
+    // With WATCH_NAMESPACES the RBAC is a Role per namespace: a list across namespaces would be
+    // refused, so neither a reconcile nor a deletion may make one.
+    let broker = Broker::start();
+    let mut settings = settings();
+    settings.watch_namespaces = vec![NAMESPACE.to_owned()];
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete),
+        ))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings);
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("deletion");
+    let lists = api.bodies.lists();
+    assert!(!lists.is_empty(), "lists are recorded");
+    assert!(
+        lists
+            .iter()
+            .all(|namespace| namespace.as_deref() == Some(NAMESPACE)),
+        "{lists:?}"
+    );
+    assert!(
+        topics_on(&broker.bootstrap())
+            .iter()
+            .all(|t| !t.starts_with("shop.")),
+        "the store's topics are deleted"
+    );
+}
+
+#[tokio::test]
+async fn cluster_wide_mode_lists_stores_across_namespaces_for_a_deletion() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let api = fake_api()
+        .store(deleted_store(
+            "shop",
+            kafka_spec("shop", &bootstrap, DeletionPolicy::Delete),
+            1,
+        ))
+        .build()
+        .await;
+    let _ = reconcile_latest(&api, "shop", settings()).await;
+    assert!(
+        api.bodies.lists().contains(&None),
+        "{:?}",
+        api.bodies.lists()
     );
 }

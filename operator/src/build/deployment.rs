@@ -1,6 +1,7 @@
 //! The API Deployment: hardened pods running `plamatio-api serve --no-migrate`, configured from the
 //! ConfigMap and Secrets, probed on `/healthz` and `/readyz`, spread over nodes and zones, and rolled
-//! whenever the config hash changes.
+//! whenever the config hash changes; its replica count handed over to the autoscaler without a
+//! scale-down.
 
 use std::collections::BTreeMap;
 
@@ -17,10 +18,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    BuildSettings, CONFIG_HASH_ANNOTATION, ResolvedSecrets, StoreIdentity,
+    BuildSettings, CONFIG_HASH_ANNOTATION, MANAGER, ResolvedSecrets, StoreIdentity,
     container_security_context, pod_security_context, secret_env,
 };
-use crate::crd::PlamatioStoreSpec;
+use crate::crd::{ApiSpec, PlamatioStoreSpec};
 
 /// The API image's non-root user (distroless `nonroot`).
 pub const API_USER_ID: i64 = 65532;
@@ -68,6 +69,59 @@ fn spread(topology_key: &str, selector: &BTreeMap<String, String>) -> TopologySp
     }
 }
 
+/// The API Deployment's replica count on the server, and whether a field manager other than the
+/// operator's apply owns `spec.replicas` (the HorizontalPodAutoscaler once it has scaled, through
+/// the `scale` subresource, or a person's `kubectl scale`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveReplicas {
+    pub count: i32,
+    pub owned_by_another_manager: bool,
+}
+
+impl LiveReplicas {
+    /// Reads the count and the owners of `spec.replicas` from the Deployment's `managedFields`.
+    pub fn of(deployment: &Deployment) -> Option<LiveReplicas> {
+        let count = deployment.spec.as_ref()?.replicas?;
+        let owned_by_another_manager = deployment
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|entry| {
+                let operators_apply = entry.manager.as_deref() == Some(MANAGER)
+                    && entry.operation.as_deref() == Some("Apply")
+                    && entry.subresource.as_deref().unwrap_or_default().is_empty();
+                !operators_apply
+            })
+            .any(|entry| {
+                entry
+                    .fields_v1
+                    .as_ref()
+                    .is_some_and(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
+            });
+        Some(LiveReplicas {
+            count,
+            owned_by_another_manager,
+        })
+    }
+}
+
+/// The replica count the operator applies. Without an autoscaler: the spec's. With one: none once
+/// another field manager owns `spec.replicas`, so the autoscaler keeps the field. Until then the
+/// live count (the autoscaler's minimum for a new Deployment): an applied configuration that drops
+/// a field its only owner held makes the API server remove it, and defaulting then sets 1 replica —
+/// turning autoscaling on would scale a live store down to one pod.
+pub fn applied_replicas(api: &ApiSpec, live: Option<LiveReplicas>) -> Option<i32> {
+    let Some(autoscaling) = &api.autoscaling else {
+        return Some(api.replicas());
+    };
+    match live {
+        None => Some(autoscaling.min_replicas),
+        Some(live) if live.owned_by_another_manager => None,
+        Some(live) => Some(live.count),
+    }
+}
+
 /// The image of the API, from the spec or the operator's default.
 pub fn api_image(spec: &PlamatioStoreSpec, settings: &BuildSettings) -> String {
     spec.api()
@@ -81,6 +135,7 @@ pub fn build_api_deployment(
     secrets: &ResolvedSecrets,
     settings: &BuildSettings,
     config_hash: &str,
+    live_replicas: Option<LiveReplicas>,
 ) -> Deployment {
     let api = spec.api();
     let selector = identity.selector_labels("api");
@@ -150,11 +205,7 @@ pub fn build_api_deployment(
     Deployment {
         metadata: identity.metadata(identity.api_name(), "api"),
         spec: Some(DeploymentSpec {
-            // With an autoscaler the replica count is its field; applying one here would fight it.
-            replicas: match api.autoscaling {
-                Some(_) => None,
-                None => Some(api.replicas()),
-            },
+            replicas: applied_replicas(&api, live_replicas),
             revision_history_limit: Some(5),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),

@@ -1,29 +1,31 @@
 //! The migration Job: runs `plamatio-api migrate` from the API image once per schema version. The
-//! version is the API image's tag (or digest), which names the Job, so a new image migrates once and an
-//! unchanged one never again.
+//! version is the API image's tag (or digest), whose digest names the Job, so a new image migrates once
+//! and an unchanged one never again.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 
 use super::deployment::{API_USER_ID, api_image};
 use super::{
-    BuildSettings, StoreIdentity, container_security_context, pod_security_context, secret_env,
+    BuildSettings, StoreIdentity, container_security_context, names, pod_security_context,
+    secret_env,
 };
 use crate::crd::PlamatioStoreSpec;
 
 /// Annotation on the Job with the full, unshortened schema version.
 pub const SCHEMA_VERSION_ANNOTATION: &str = "plamatio.io/schema-version";
-const MAX_VERSION_LENGTH: usize = 20;
 
-/// The schema version an image carries: its tag, else the start of its digest, else `latest`.
+/// The schema version an image carries: its digest (`sha256:…`, complete) when pinned by one, else
+/// its tag, else `latest`. Never shortened: the Job name digests all of it.
 pub fn schema_version(image: &str) -> String {
     if let Some((_, digest)) = image.split_once('@') {
-        let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
-        return hex.chars().take(12).collect();
+        return digest.to_owned();
     }
     let last_segment = image.rsplit('/').next().unwrap_or(image);
     match last_segment.split_once(':') {
@@ -32,28 +34,45 @@ pub fn schema_version(image: &str) -> String {
     }
 }
 
-/// A schema version shortened and lowered into something a DNS label accepts.
-pub fn version_label(version: &str) -> String {
-    let sanitized: String = version
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let trimmed: String = sanitized
-        .trim_matches('-')
-        .chars()
-        .take(MAX_VERSION_LENGTH)
-        .collect();
-    let trimmed = trimmed.trim_end_matches('-').to_owned();
-    if trimmed.is_empty() {
-        "unknown".to_owned()
-    } else {
-        trimmed
-    }
+/// First wait before a failed migration Job is run again, doubled per failure.
+pub const MIGRATION_RETRY_BASE: Duration = Duration::from_secs(30);
+/// Longest wait between two runs of a failing migration.
+pub const MIGRATION_RETRY_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// How long after its failure a migration Job that failed `failures` times in a row is left alone
+/// before it is deleted and run again: `None` when that time has passed. The wait doubles per
+/// failure (30 s, 1 min, 2 min … 30 min), so a database that comes back is migrated without anyone
+/// deleting the Job, and a migration that keeps failing does not run in a loop.
+pub fn migration_retry_wait(
+    failures: u32,
+    failed_at: Timestamp,
+    now: Timestamp,
+) -> Option<Duration> {
+    let exponent = failures.saturating_sub(1).min(16);
+    let wait = MIGRATION_RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(MIGRATION_RETRY_MAX);
+    // Whole seconds: the Job's failure time has no finer precision on the server.
+    let waited =
+        Duration::from_secs(u64::try_from(now.duration_since(failed_at).as_secs()).unwrap_or(0));
+    (waited < wait).then(|| wait - waited)
 }
 
+/// When the Job failed: its `Failed` condition's transition time.
+pub fn failed_at(job: &Job) -> Option<Timestamp> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|time| time.0)
+}
+
+/// The Job that migrates `identity`'s database to `version` (see [`names::migration_job_name`]).
 pub fn migration_job_name(identity: &StoreIdentity, version: &str) -> String {
-    format!("{}-migrate-{}", identity.name, version_label(version))
+    names::migration_job_name(&identity.name, version)
 }
 
 pub fn build_migration_job(

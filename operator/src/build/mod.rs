@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod deployment;
 pub mod hpa;
 pub mod migration_job;
+pub mod names;
 pub mod network_policy;
 pub mod pdb;
 pub mod secret_env;
@@ -105,6 +106,14 @@ impl ResolvedSecrets {
     }
 }
 
+/// What the builders need to know of the cluster as it is; empty for a store not applied yet (and
+/// for `render`, which has no cluster).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveState {
+    /// The API Deployment's replica count and its owners, when the Deployment exists.
+    pub api_replicas: Option<deployment::LiveReplicas>,
+}
+
 /// The store's identity as children need it.
 #[derive(Clone, Debug)]
 pub struct StoreIdentity {
@@ -133,15 +142,15 @@ impl StoreIdentity {
     }
 
     pub fn api_name(&self) -> String {
-        format!("{}-api", self.name)
+        format!("{}{}", self.name, names::API_SUFFIX)
     }
 
     pub fn agent_name(&self) -> String {
-        format!("{}-alloy", self.name)
+        format!("{}{}", self.name, names::AGENT_SUFFIX)
     }
 
     pub fn dashboard_name(&self) -> String {
-        format!("{}-dashboard", self.name)
+        format!("{}{}", self.name, names::DASHBOARD_SUFFIX)
     }
 
     /// In-cluster URL of the API Service.
@@ -365,8 +374,10 @@ pub fn build_children(
     store: &PlamatioStore,
     secrets: &ResolvedSecrets,
     settings: &BuildSettings,
+    live: &LiveState,
 ) -> Result<Vec<Child>> {
     let identity = StoreIdentity::of(store)?;
+    names::check_store_name(&identity.name)?;
     let spec = &store.spec;
     let api = spec.api();
     let mut children = Vec::new();
@@ -386,7 +397,14 @@ pub fn build_children(
     }
     children.push(Child::new(
         ChildKind::Deployment,
-        &deployment::build_api_deployment(&identity, spec, secrets, settings, &config_hash),
+        &deployment::build_api_deployment(
+            &identity,
+            spec,
+            secrets,
+            settings,
+            &config_hash,
+            live.api_replicas,
+        ),
     )?);
     children.push(Child::new(
         ChildKind::Service,
@@ -438,7 +456,7 @@ pub fn build_children(
         )?);
         children.push(Child::new(
             ChildKind::ConfigMap,
-            &dashboard::build_dashboard_config_map(&identity),
+            &dashboard::build_dashboard_config_map(&identity)?,
         )?);
     }
     Ok(children)

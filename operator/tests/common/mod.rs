@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cel;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,16 +11,21 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube_fake_client::{ClientBuilder, interceptor};
+use kube_fake_client::{ClientBuilder, PatchType, interceptor};
 use plamatio_operator::controller::{Context, Settings};
 use plamatio_operator::crd::{
     DatabaseSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
 };
 use plamatio_operator::metrics::Metrics;
+use serde_json::Value;
 
 pub const NAMESPACE: &str = "shops";
 pub const DATABASE_URL: &str = "postgres://plamatio:secret@db.shops.svc:5432/plamatio";
@@ -69,7 +75,9 @@ pub fn database_secret(store_name: &str) -> Secret {
     secret(&format!("{store_name}-database"), &[("url", DATABASE_URL)])
 }
 
-/// Every write the in-memory API server received, as `operation namespace/name [kind]`.
+/// Every write the in-memory API server received, as `operation namespace/name [kind]`. A
+/// server-side apply that would change nothing is answered as the real API server answers it —
+/// the object unchanged, no new resourceVersion — and logged as `apply-unchanged …`, not as a write.
 #[derive(Clone, Default)]
 pub struct WriteLog(Arc<Mutex<Vec<String>>>);
 
@@ -84,7 +92,54 @@ impl WriteLog {
     }
 }
 
-fn kind_of(value: &serde_json::Value) -> String {
+/// Bodies the in-memory API server received: every server-side apply (the applied configuration
+/// the real API server would diff against the field owners) and every Event created.
+#[derive(Clone, Default)]
+pub struct BodyLog {
+    applied: Arc<Mutex<Vec<(String, String, Value)>>>,
+    events: Arc<Mutex<Vec<Value>>>,
+    field_managers: Arc<Mutex<Vec<FieldManagerOfWrite>>>,
+    gets: Arc<Mutex<Vec<String>>>,
+    lists: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+/// A write (`patch name` / `patch_status name`) and the field manager it named.
+pub type FieldManagerOfWrite = (String, Option<String>);
+
+impl BodyLog {
+    /// The last configuration applied to the child of that kind and name.
+    pub fn last_applied(&self, kind: &str, name: &str) -> Option<Value> {
+        self.applied
+            .lock()
+            .expect("body log")
+            .iter()
+            .rev()
+            .find(|(k, n, _)| k == kind && n == name)
+            .map(|(_, _, body)| body.clone())
+    }
+
+    /// The field manager of every patch so far, by `patch name` / `patch_status name`.
+    pub fn field_managers(&self) -> Vec<FieldManagerOfWrite> {
+        self.field_managers.lock().expect("body log").clone()
+    }
+
+    /// Every single-object read so far, as `namespace/name` (the RBAC tests: which kinds need `get`).
+    pub fn gets(&self) -> Vec<String> {
+        self.gets.lock().expect("body log").clone()
+    }
+
+    /// The namespace of every list so far (`None`: across all namespaces).
+    pub fn lists(&self) -> Vec<Option<String>> {
+        self.lists.lock().expect("body log").clone()
+    }
+
+    /// The Events created so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("body log").clone()
+    }
+}
+
+fn kind_of(value: &Value) -> String {
     value
         .get("kind")
         .and_then(|k| k.as_str())
@@ -92,24 +147,69 @@ fn kind_of(value: &serde_json::Value) -> String {
         .to_owned()
 }
 
-/// Builds the in-memory API server with the given objects, logging every write; `fail_patch_of`
-/// makes patches of objects with that name fail (error injection).
+/// RFC 7386 merge of `patch` into `target` (what kube-fake-client does for an apply).
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// The stored object of a child kind, as JSON.
+macro_rules! stored_child {
+    ($client:expr, $kind:expr, $namespace:expr, $name:expr, [$($type:ty),* $(,)?]) => {{
+        let mut found: Option<Value> = None;
+        $(
+            if $kind == <$type as kube::Resource>::kind(&()) {
+                found = $client
+                    .get::<$type>($namespace, $name)
+                    .ok()
+                    .and_then(|object| serde_json::to_value(object).ok());
+            }
+        )*
+        found
+    }};
+}
+
+/// How a patch of a named object is refused (error injection).
+#[derive(Clone, Debug)]
+pub enum Refusal {
+    /// 500, as from a broken API server.
+    Internal,
+    /// 422 with this message, as from validation.
+    Invalid(String),
+}
+
+/// Builds the in-memory API server with the given objects, logging every write.
 pub struct FakeApi {
     pub client: Client,
     pub writes: WriteLog,
+    pub bodies: BodyLog,
 }
 
 pub struct FakeApiBuilder {
     stores: Vec<PlamatioStore>,
     secrets: Vec<Secret>,
-    fail_patch_of: Option<String>,
+    refuse_patch_of: Option<(Option<String>, String, Refusal)>,
 }
 
 pub fn fake_api() -> FakeApiBuilder {
     FakeApiBuilder {
         stores: Vec::new(),
         secrets: Vec::new(),
-        fail_patch_of: None,
+        refuse_patch_of: None,
     }
 }
 
@@ -124,13 +224,21 @@ impl FakeApiBuilder {
         self
     }
 
+    /// Patches of objects with this name fail with a 500.
     pub fn fail_patch_of(mut self, name: &str) -> Self {
-        self.fail_patch_of = Some(name.to_owned());
+        self.refuse_patch_of = Some((None, name.to_owned(), Refusal::Internal));
+        self
+    }
+
+    /// Applies of the object of this kind and name are refused.
+    pub fn refuse_patch_of(mut self, kind: &str, name: &str, refusal: Refusal) -> Self {
+        self.refuse_patch_of = Some((Some(kind.to_owned()), name.to_owned(), refusal));
         self
     }
 
     pub async fn build(self) -> FakeApi {
         let writes = WriteLog::default();
+        let bodies = BodyLog::default();
         let (create_log, patch_log, delete_log, status_log, update_log, replace_log) = (
             writes.clone(),
             writes.clone(),
@@ -139,22 +247,99 @@ impl FakeApiBuilder {
             writes.clone(),
             writes.clone(),
         );
-        let fail_patch_of = self.fail_patch_of.clone();
+        let (create_bodies, patch_bodies, status_bodies, get_bodies, list_bodies) = (
+            bodies.clone(),
+            bodies.clone(),
+            bodies.clone(),
+            bodies.clone(),
+            bodies.clone(),
+        );
+        let refuse_patch_of = self.refuse_patch_of.clone();
         let funcs = interceptor::Funcs::new()
+            .list(move |ctx| {
+                list_bodies
+                    .lists
+                    .lock()
+                    .expect("body log")
+                    .push(ctx.namespace.map(str::to_owned));
+                Ok(None)
+            })
+            .get(move |ctx| {
+                get_bodies
+                    .gets
+                    .lock()
+                    .expect("body log")
+                    .push(format!("{}/{}", ctx.namespace, ctx.name));
+                Ok(None)
+            })
             .create(move |ctx| {
-                create_log.record(format!("create {}", kind_of(ctx.object)));
+                let kind = kind_of(ctx.object);
+                if kind == "Event" {
+                    create_bodies
+                        .events
+                        .lock()
+                        .expect("body log")
+                        .push(ctx.object.clone());
+                }
+                create_log.record(format!("create {kind}"));
                 Ok(None)
             })
             .patch(move |ctx| {
-                if fail_patch_of.as_deref() == Some(ctx.name) {
-                    return Err(kube_fake_client::Error::Internal("injected failure".into()));
+                if let Some((kind, name, refusal)) = &refuse_patch_of
+                    && name == ctx.name
+                    && kind.as_ref().is_none_or(|kind| *kind == kind_of(ctx.patch))
+                {
+                    return Err(match refusal {
+                        Refusal::Internal => {
+                            kube_fake_client::Error::Internal("injected failure".into())
+                        }
+                        Refusal::Invalid(message) => {
+                            kube_fake_client::Error::InvalidRequest(message.clone())
+                        }
+                    });
                 }
-                patch_log.record(format!(
-                    "patch {}/{} {}",
-                    ctx.namespace,
-                    ctx.name,
-                    kind_of(ctx.patch)
+                let kind = kind_of(ctx.patch);
+                patch_bodies.field_managers.lock().expect("body log").push((
+                    format!("patch {}", ctx.name),
+                    ctx.params.field_manager.clone(),
                 ));
+                if ctx.patch_type == PatchType::ApplyPatch {
+                    patch_bodies.applied.lock().expect("body log").push((
+                        kind.clone(),
+                        ctx.name.to_owned(),
+                        ctx.patch.clone(),
+                    ));
+                    let stored = stored_child!(
+                        ctx.client,
+                        kind.as_str(),
+                        ctx.namespace,
+                        ctx.name,
+                        [
+                            ServiceAccount,
+                            Role,
+                            RoleBinding,
+                            ConfigMap,
+                            Job,
+                            Deployment,
+                            Service,
+                            PodDisruptionBudget,
+                            HorizontalPodAutoscaler,
+                            NetworkPolicy,
+                        ]
+                    );
+                    if let Some(stored) = stored {
+                        let mut merged = stored.clone();
+                        merge_patch(&mut merged, ctx.patch);
+                        if merged == stored {
+                            patch_log.record(format!(
+                                "apply-unchanged {}/{} {kind}",
+                                ctx.namespace, ctx.name
+                            ));
+                            return Ok(Some(stored));
+                        }
+                    }
+                }
+                patch_log.record(format!("patch {}/{} {kind}", ctx.namespace, ctx.name));
                 Ok(None)
             })
             .update(move |ctx| {
@@ -170,6 +355,14 @@ impl FakeApiBuilder {
                 Ok(None)
             })
             .patch_status(move |ctx| {
+                status_bodies
+                    .field_managers
+                    .lock()
+                    .expect("body log")
+                    .push((
+                        format!("patch_status {}", ctx.name),
+                        ctx.params.field_manager.clone(),
+                    ));
                 status_log.record(format!("patch_status {}/{}", ctx.namespace, ctx.name));
                 Ok(None)
             });
@@ -178,6 +371,7 @@ impl FakeApiBuilder {
             .with_status_subresource::<PlamatioStore>()
             .with_status_subresource::<Deployment>()
             .with_status_subresource::<Job>()
+            .with_return_managed_fields()
             .with_interceptor_funcs(funcs);
         for store in self.stores {
             builder = builder.with_object(store);
@@ -186,7 +380,11 @@ impl FakeApiBuilder {
             builder = builder.with_object(secret);
         }
         let client = builder.build().await.expect("fake API server");
-        FakeApi { client, writes }
+        FakeApi {
+            client,
+            writes,
+            bodies,
+        }
     }
 }
 

@@ -20,6 +20,13 @@ pub const TOPIC_NAMES: [&str; 5] = [
     "user_events",
 ];
 
+/// A store must say how shoppers' data is protected: there is no silent default of `off`.
+pub const USER_AUTH_CHOSEN_RULE: &str = "has(self.api) && has(self.api.userAuth)";
+pub const USER_AUTH_CHOSEN_MESSAGE: &str = "spec.api.userAuth is required: choose mode: required (with \
+     jwksUrl and issuer), which binds every cart, order and user record to the signed-in shopper, or \
+     mode: off, only for the unmodified legacy frontend, which lets anyone holding the public \
+     storefront key read every shopper's data";
+
 pub const DEFAULT_REPLICAS: i32 = 2;
 pub const DEFAULT_PORT: i32 = 8080;
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
@@ -49,6 +56,7 @@ pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
     validation = Rule::new(crate::build::names::store_name_length_rule()).message(Message::Message(crate::build::names::store_name_length_message()))
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(USER_AUTH_CHOSEN_RULE).message(USER_AUTH_CHOSEN_MESSAGE))]
 pub struct PlamatioStoreSpec {
     /// The store API Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,8 +188,12 @@ impl CredentialsSecretRef {
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.mode == 'off' || has(self.jwksUrl)").message("jwksUrl is required unless mode is off"))]
+#[x_kube(validation = Rule::new("self.mode == 'off' || (has(self.jwksUrl) && has(self.issuer))").message("jwksUrl and issuer are required unless mode is off"))]
 pub struct UserAuthSpec {
+    /// `required`: every user-scoped request carries a verified end-user token and is bound to it.
+    /// `optional`: a migration aid — a request with a token is bound to it, one without is not bound
+    /// to any user. `off`: only for the unmodified legacy frontend; the storefront key alone reads
+    /// every shopper's data.
     pub mode: UserAuthMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(url, length(max = 2048))]

@@ -565,7 +565,7 @@ fn the_api_environment_carries_every_setting_of_the_spec() {
             "https://shop.example.com,https://shop-*.vercel.app",
         ),
         ("PLAMATIO_RATE_LIMIT_PER_MINUTE", "1200"),
-        ("PLAMATIO_USER_AUTH", "optional"),
+        ("PLAMATIO_USER_AUTH", "required"),
         (
             "PLAMATIO_USER_JWKS_URL",
             "https://auth.example.com/.well-known/jwks.json",

@@ -6,6 +6,7 @@ mod common;
 
 use common::cel::{Refusal, crd_schema, minimal_spec_json, refusals, store_object};
 use plamatio_operator::build::names::MAX_STORE_NAME_LENGTH;
+use plamatio_operator::crd::USER_AUTH_CHOSEN_MESSAGE;
 use serde_json::{Value, json};
 
 /// One spec judged by the rules: `refused` is `None` when the API server must accept it.
@@ -19,11 +20,20 @@ struct Case {
     refused: Option<(&'static str, String)>,
 }
 
+/// The minimal spec with `patch` merged into it (objects merge key by key, anything else replaces).
 fn with(patch: Value) -> Value {
-    let mut spec = minimal_spec_json();
-    if let (Value::Object(spec), Value::Object(patch)) = (&mut spec, patch) {
-        spec.extend(patch);
+    fn merge(target: &mut Value, patch: Value) {
+        match (target, patch) {
+            (Value::Object(target), Value::Object(patch)) => {
+                for (key, value) in patch {
+                    merge(target.entry(key).or_insert(Value::Null), value);
+                }
+            }
+            (target, patch) => *target = patch,
+        }
     }
+    let mut spec = minimal_spec_json();
+    merge(&mut spec, patch);
     spec
 }
 
@@ -62,7 +72,8 @@ fn cases() -> Vec<Case> {
     let name_pattern = "self.metadata.name.matches(";
     let name_length = "size(self.metadata.name) <=";
     let autoscaling = "self.maxReplicas >= self.minReplicas";
-    let user_auth = "self.mode == 'off' || has(self.jwksUrl)";
+    let user_auth = "self.mode == 'off' || (has(self.jwksUrl) && has(self.issuer))";
+    let user_auth_chosen = "has(self.api) && has(self.api.userAuth)";
     let sasl = "has(self.credentialsSecretRef)";
     let overrides = "self.all(name, name in [";
     let brokers = "self.bootstrapServers == oldSelf.bootstrapServers";
@@ -114,13 +125,35 @@ fn cases() -> Vec<Case> {
         accepted(
             user_auth,
             with(json!({"api": {"userAuth": {"mode": "required",
-                "jwksUrl": "https://auth.example.com/.well-known/jwks.json"}}})),
+                "jwksUrl": "https://auth.example.com/.well-known/jwks.json",
+                "issuer": "https://auth.example.com/"}}})),
         ),
         refused(
             user_auth,
             with(json!({"api": {"userAuth": {"mode": "optional"}}})),
             "spec.api.userAuth",
-            "jwksUrl is required unless mode is off",
+            "jwksUrl and issuer are required unless mode is off",
+        ),
+        refused(
+            user_auth,
+            with(json!({"api": {"userAuth": {"mode": "required",
+                "jwksUrl": "https://auth.example.com/.well-known/jwks.json"}}})),
+            "spec.api.userAuth",
+            "jwksUrl and issuer are required unless mode is off",
+        ),
+        accepted(user_auth_chosen, minimal_spec_json()),
+        refused(
+            user_auth_chosen,
+            json!({"database": {"urlSecretRef": {"name": "shop-database", "key": "url"}}}),
+            "spec",
+            USER_AUTH_CHOSEN_MESSAGE,
+        ),
+        refused(
+            user_auth_chosen,
+            json!({"api": {"replicas": 2},
+                "database": {"urlSecretRef": {"name": "shop-database", "key": "url"}}}),
+            "spec",
+            USER_AUTH_CHOSEN_MESSAGE,
         ),
         accepted(
             sasl,
@@ -338,7 +371,44 @@ fn everything_a_rule_can_reach_is_bounded() {
             }
             continue;
         }
+        if node_rules_only_test_presence(node) {
+            // `has(...)` costs the same however large the fields are: nothing to bound.
+            continue;
+        }
         unbounded(node, &path, &mut violations);
     }
     assert_eq!(violations, Vec::<String>::new());
+}
+
+/// Whether every rule of a schema node is made only of `has(self.field…)` tests joined by `&&`/`||`.
+fn node_rules_only_test_presence(node: &Value) -> bool {
+    let rules = node["x-kubernetes-validations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    rules.iter().all(|rule| {
+        let mut rest = rule["rule"].as_str().unwrap_or("self").to_owned();
+        while let Some(start) = rest.find("has(self.") {
+            let Some(length) = rest[start..].find(')') else {
+                return false;
+            };
+            let field = &rest[start + "has(self.".len()..start + length];
+            if !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                return false;
+            }
+            rest.replace_range(start..start + length + 1, "");
+        }
+        rest.chars()
+            .all(|c| c.is_whitespace() || "&|()".contains(c))
+    })
+}
+
+#[test]
+fn a_presence_only_rule_is_recognised_and_a_reading_rule_is_not() {
+    let presence =
+        json!({"x-kubernetes-validations": [{"rule": "has(self.api) && has(self.api.userAuth)"}]});
+    let reading =
+        json!({"x-kubernetes-validations": [{"rule": "has(self.api) && self.api.replicas > 1"}]});
+    assert!(node_rules_only_test_presence(&presence));
+    assert!(!node_rules_only_test_presence(&reading));
 }

@@ -85,7 +85,8 @@ fn the_crd_schema_refuses_bad_specs() {
     let rules = serde_json::to_string(&schema).expect("json");
     for rule in [
         "self.maxReplicas >= self.minReplicas",
-        "self.mode == 'off' || has(self.jwksUrl)",
+        "self.mode == 'off' || (has(self.jwksUrl) && has(self.issuer))",
+        "has(self.api) && has(self.api.userAuth)",
         "has(self.credentialsSecretRef)",
         "size(self.metadata.name) <= 44",
         "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",

@@ -53,7 +53,8 @@ pub fn store_object(name: &str, spec: Value) -> Value {
 }
 
 pub fn minimal_spec_json() -> Value {
-    json!({"database": {"urlSecretRef": {"name": "shop-database", "key": "url"}}})
+    json!({"api": {"userAuth": {"mode": "off"}},
+        "database": {"urlSecretRef": {"name": "shop-database", "key": "url"}}})
 }
 
 /// The messages of the rules a store named `name` breaks.

@@ -102,6 +102,12 @@ pub struct ApiSpec {
     /// Allowed CORS origins (default: the API's built-in list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_origins: Option<Vec<String>>,
+    /// Proxies in front of the API whose `X-Forwarded-For` is believed (IPs or CIDRs, e.g. the
+    /// ingress controller's pod range). Without them the client is the connection's peer, so behind
+    /// an ingress every shopper shares one rate-limit bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 64)))]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Requests per minute per API key; 0 disables the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]

@@ -566,6 +566,7 @@ fn the_api_environment_carries_every_setting_of_the_spec() {
         ),
         ("PLAMATIO_RATE_LIMIT_PER_MINUTE", "1200"),
         ("PLAMATIO_USER_AUTH", "required"),
+        ("PLAMATIO_TRUSTED_PROXIES", "10.244.0.0/16"),
         (
             "PLAMATIO_USER_JWKS_URL",
             "https://auth.example.com/.well-known/jwks.json",

@@ -33,6 +33,9 @@ pub fn api_environment(
     if let Some(origins) = &api.cors_origins {
         set("PLAMATIO_CORS_ORIGINS", origins.join(","));
     }
+    if let Some(proxies) = &api.trusted_proxies {
+        set("PLAMATIO_TRUSTED_PROXIES", proxies.join(","));
+    }
     if let Some(limit) = api.rate_limit_per_minute {
         set("PLAMATIO_RATE_LIMIT_PER_MINUTE", limit.to_string());
     }

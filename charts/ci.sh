@@ -261,6 +261,40 @@ else
   die "$operator_binary still missing after the build"
 fi
 
+step "evaluation PostgreSQL: the API's role (init-api-role.sh) is no superuser and can migrate"
+# The script the evaluation PostgreSQL runs at its first start, run here against the machine's
+# PostgreSQL on a scratch database; then `plamatio-api migrate` as that role (every migration,
+# pg_trgm included, must work without superuser rights) and a check of the role's attributes.
+api_binary="${CARGO_TARGET_DIR:-target}/debug/plamatio-api"
+[ -x "$api_binary" ] || cargo build -p plamatio-api --bin plamatio-api
+python3 - "$work/evaluation.yaml" "$work/init-api-role.sh" <<'PY'
+import sys, yaml
+for document in yaml.safe_load_all(open(sys.argv[1])):
+    if document and document.get("kind") == "ConfigMap" and "init-api-role.sh" in document.get("data", {}):
+        open(sys.argv[2], "w").write(document["data"]["init-api-role.sh"])
+        break
+else:
+    sys.exit("no ConfigMap with init-api-role.sh in the evaluation rendering")
+PY
+eval_db="plamatio_evalinit_$$"
+eval_role="plamatio_evalapi_$$"
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $eval_db" >/dev/null
+cleanup_eval_db() {
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $eval_db WITH (FORCE)" >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -U postgres -qc "DROP ROLE IF EXISTS $eval_role" >/dev/null 2>&1 || true
+}
+trap 'cleanup_eval_db; rm -rf "$work"' EXIT
+PGHOST=127.0.0.1 POSTGRES_USER=postgres POSTGRES_DB="$eval_db" PLAMATIO_API_USER="$eval_role" \
+  PLAMATIO_API_PASSWORD="not-checked-by-trust-auth" sh "$work/init-api-role.sh"
+attributes=$(psql -h 127.0.0.1 -U postgres -Atc \
+  "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = '$eval_role'")
+[ "$attributes" = "f|f|f" ] || die "the API role has attributes $attributes (want no superuser, createdb, createrole)"
+DATABASE_URL="postgres://$eval_role@127.0.0.1:5432/$eval_db" "$api_binary" migrate >"$work/migrate.log" 2>&1 ||
+  { cat "$work/migrate.log"; die "migrations fail as the evaluation API role"; }
+owner=$(psql -h 127.0.0.1 -U postgres -d "$eval_db" -Atc "SELECT tableowner FROM pg_tables WHERE tablename = 'products'")
+[ "$owner" = "$eval_role" ] || die "products is owned by $owner, not the API role"
+echo "role $eval_role: no superuser/createdb/createrole; migrated its database; owns its tables"
+
 step "shellcheck"
 mapfile -t scripts < <({ find charts e2e/cluster e2e/fresh scripts -type f -name '*.sh'; echo test.sh; echo .ci/run; } | sort)
 shellcheck --severity=style "${scripts[@]}"

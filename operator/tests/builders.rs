@@ -562,7 +562,7 @@ fn the_api_environment_carries_every_setting_of_the_spec() {
         ("DATABASE_POOL_SIZE", "24"),
         (
             "PLAMATIO_CORS_ORIGINS",
-            "https://shop.example.com,https://shop-*.vercel.app",
+            "https://shop.example.com,https://shop-*-acme.vercel.app",
         ),
         ("PLAMATIO_RATE_LIMIT_PER_MINUTE", "1200"),
         ("PLAMATIO_USER_AUTH", "required"),

@@ -346,18 +346,23 @@ async fn patch_status_if_changed(
     Ok(true)
 }
 
-/// Records a reconcile that stopped before writing any child: `Degraded` with the error's reason and
-/// message, and a Warning Event when that status is new.
-async fn report_blocked(
+/// How a failure shows on the store's status (see [`blocked_status`], [`apply_failed_status`]).
+type FailureStatus =
+    fn(Option<&PlamatioStoreStatus>, Option<i64>, &str, &str, &Time) -> PlamatioStoreStatus;
+
+/// Records a failure on the store: the status `to_status` makes of the error's reason and message,
+/// and a Warning Event (`action`) when that status is new.
+async fn report_failure(
     api: &Api<PlamatioStore>,
     store: &PlamatioStore,
     ctx: &Context,
     error: &Error,
     action: &str,
     now: &Time,
+    to_status: FailureStatus,
 ) -> Result<()> {
     let message = error.to_string();
-    let status = blocked_status(
+    let status = to_status(
         store.status.as_ref(),
         store.metadata.generation,
         error.metric_label(),
@@ -377,6 +382,19 @@ async fn report_blocked(
     Ok(())
 }
 
+/// Records a reconcile that stopped before writing any child: `Degraded` with the error's reason and
+/// message, and a Warning Event when that status is new.
+async fn report_blocked(
+    api: &Api<PlamatioStore>,
+    store: &PlamatioStore,
+    ctx: &Context,
+    error: &Error,
+    action: &str,
+    now: &Time,
+) -> Result<()> {
+    report_failure(api, store, ctx, error, action, now, blocked_status).await
+}
+
 /// Records a child the API server refused: `Degraded` with the server's reason and message, and a
 /// Warning Event when that status is new (the error itself goes to the backoff).
 async fn report_apply_failure(
@@ -386,25 +404,7 @@ async fn report_apply_failure(
     error: &Error,
     now: &Time,
 ) -> Result<()> {
-    let message = error.to_string();
-    let status = apply_failed_status(
-        store.status.as_ref(),
-        store.metadata.generation,
-        error.metric_label(),
-        &message,
-        now,
-    );
-    if patch_status_if_changed(api, store, status, ctx).await? {
-        ctx.publish(
-            store,
-            EventType::Warning,
-            error.metric_label(),
-            "Apply",
-            message,
-        )
-        .await;
-    }
-    Ok(())
+    report_failure(api, store, ctx, error, "Apply", now, apply_failed_status).await
 }
 
 /// Reconciles one store, as a pipeline of named stages: deletion or pause → finalizer → name →

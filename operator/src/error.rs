@@ -3,6 +3,17 @@
 
 use thiserror::Error;
 
+/// The underlying error a variant keeps as its source, so the whole chain stays inspectable.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `": <source>"`, or nothing: variants with an optional source show it in their message.
+fn suffix(source: &Option<Cause>) -> String {
+    source
+        .as_ref()
+        .map(|source| format!(": {source}"))
+        .unwrap_or_default()
+}
+
 /// Everything that can go wrong while reconciling a store or running the operator's commands.
 #[derive(Debug, Error)]
 pub enum Error {
@@ -43,11 +54,13 @@ pub enum Error {
     #[error("the store has no {0} (it was not read from the API server)")]
     MissingObjectKey(&'static str),
 
-    #[error("Kafka: {0}")]
-    Kafka(String),
-
-    #[error("migration Job {0} failed")]
-    MigrationFailed(String),
+    /// A Kafka admin step (`what`) failed; `source` is the client's or the broker's error.
+    #[error("Kafka: {what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: Cause,
+    },
 
     #[error("cannot serialize {what}: {source}")]
     Serialize {
@@ -56,11 +69,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    #[error("invalid store manifest: {0}")]
-    InvalidManifest(String),
+    #[error("invalid store manifest: {what}{}", suffix(.source))]
+    InvalidManifest {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
-    #[error("leader election: {0}")]
-    LeaderElection(String),
+    #[error("leader election: {what}{}", suffix(.source))]
+    LeaderElection {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -87,17 +108,40 @@ impl Error {
             Error::InvalidSecret { .. } => "InvalidSecret",
             Error::InvalidStoreName { .. } => "InvalidName",
             Error::MissingObjectKey(_) => "MissingObjectKey",
-            Error::Kafka(_) => "KafkaUnavailable",
-            Error::MigrationFailed(_) => "MigrationFailed",
+            Error::Kafka { .. } => "KafkaUnavailable",
             Error::Serialize { .. } => "SerializationFailed",
-            Error::InvalidManifest(_) => "InvalidManifest",
-            Error::LeaderElection(_) => "LeaderElection",
+            Error::InvalidManifest { .. } => "InvalidManifest",
+            Error::LeaderElection { .. } => "LeaderElection",
             Error::Io { .. } => "IoError",
         }
     }
 }
 
 impl Error {
+    /// A failed Kafka admin step.
+    pub fn kafka(what: impl Into<String>, source: impl Into<Cause>) -> Error {
+        Error::Kafka {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A manifest that cannot be read or written, with the parser's error when there is one.
+    pub fn invalid_manifest(what: impl Into<String>, source: Option<Cause>) -> Error {
+        Error::InvalidManifest {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A leader-election failure, with the lease client's error when there is one.
+    pub fn leader_election(what: impl Into<String>, source: Option<Cause>) -> Error {
+        Error::LeaderElection {
+            what: what.into(),
+            source,
+        }
+    }
+
     /// A refused apply of `child`, classified by what the API server answered.
     pub fn apply_failed(child: String, error: kube::Error) -> Error {
         let (reason, message) = match &error {

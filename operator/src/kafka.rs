@@ -80,7 +80,7 @@ impl KafkaConnection {
         }
         config
             .create()
-            .map_err(|error| Error::Kafka(format!("cannot create admin client: {error}")))
+            .map_err(|error| Error::kafka("cannot create admin client", error))
     }
 
     fn options(&self) -> AdminOptions {
@@ -141,8 +141,8 @@ async fn partition_counts(
         })
     })
     .await
-    .map_err(|error| Error::Kafka(format!("metadata task failed: {error}")))?;
-    metadata.map_err(|error| Error::Kafka(format!("cannot reach the brokers: {error}")))
+    .map_err(|error| Error::kafka("metadata task failed", error))?;
+    metadata.map_err(|error| Error::kafka("cannot reach the brokers", error))
 }
 
 fn topic_error(name: &str, partitions: Option<i32>, message: String) -> TopicStatus {
@@ -185,7 +185,7 @@ pub async fn reconcile_topics(
         let results = admin
             .create_topics(&new_topics, &options)
             .await
-            .map_err(|error| Error::Kafka(format!("create topics: {error}")))?;
+            .map_err(|error| Error::kafka("create topics", error))?;
         for result in results {
             match result {
                 Ok(name) => {
@@ -356,13 +356,13 @@ pub async fn delete_topics(connection: &KafkaConnection, names: &[String]) -> Re
     let results = admin
         .delete_topics(&names, &connection.options())
         .await
-        .map_err(|error| Error::Kafka(format!("delete topics: {error}")))?;
+        .map_err(|error| Error::kafka("delete topics", error))?;
     for result in results {
         match result {
             Ok(name) => info!(topic = %name, "deleted topic"),
             Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
             Err((name, code)) => {
-                return Err(Error::Kafka(format!("delete topic {name}: {code}")));
+                return Err(Error::kafka(format!("delete topic {name}"), code));
             }
         }
     }

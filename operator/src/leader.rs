@@ -200,7 +200,9 @@ pub async fn run_while_leader(
         .with_grace(lease.grace_seconds)
         .build()
         .await
-        .map_err(|error| Error::LeaderElection(error.to_string()))?;
+        .map_err(|error| {
+            Error::leader_election("cannot build the lease manager", Some(error.into()))
+        })?;
     let (mut leader, lease_task) = manager.watch().await;
     // The shutdown future is needed in two places; a watch channel fans it out.
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
@@ -217,7 +219,7 @@ pub async fn run_while_leader(
         tokio::select! {
             changed = leader.changed() => {
                 if changed.is_err() {
-                    return Err(Error::LeaderElection("lease task ended".to_owned()));
+                    return Err(Error::leader_election("lease task ended", None));
                 }
             }
             _ = stop_waiting.wait_for(|stopped| *stopped) => return Ok(()),
@@ -275,14 +277,21 @@ pub async fn run_while_leader(
     if let Some(lost) = lost {
         // Exit with an error (as controller-runtime does) so the kubelet restarts this replica as
         // a follower.
-        return Err(Error::LeaderElection(lost.to_string()));
+        return Err(Error::leader_election(lost.to_string(), None));
     }
     match released {
         Ok(Ok(Ok(_))) => Ok(()),
-        Ok(Ok(Err(error))) => Err(Error::LeaderElection(error.to_string())),
-        Ok(Err(error)) => Err(Error::LeaderElection(error.to_string())),
-        Err(_) => Err(Error::LeaderElection(
-            "the Lease was not released within 5s".to_owned(),
+        Ok(Ok(Err(error))) => Err(Error::leader_election(
+            "releasing the Lease",
+            Some(error.into()),
+        )),
+        Ok(Err(error)) => Err(Error::leader_election(
+            "the lease task failed",
+            Some(error.into()),
+        )),
+        Err(_) => Err(Error::leader_election(
+            "the Lease was not released within 5s",
+            None,
         )),
     }
 }

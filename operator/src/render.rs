@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Reads one or more `PlamatioStore` documents from YAML.
 pub fn parse_stores(yaml: &str) -> Result<Vec<PlamatioStore>> {
     let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml)
-        .map_err(|error| Error::InvalidManifest(error.to_string()))?;
+        .map_err(|error| Error::invalid_manifest("not YAML documents", Some(error.into())))?;
     documents
         .into_iter()
         .filter(|document| !document.is_null())
@@ -18,12 +18,14 @@ pub fn parse_stores(yaml: &str) -> Result<Vec<PlamatioStore>> {
                 .and_then(|k| k.as_str())
                 .unwrap_or_default();
             if kind != "PlamatioStore" {
-                return Err(Error::InvalidManifest(format!(
-                    "expected kind PlamatioStore, found {kind:?}"
-                )));
+                return Err(Error::invalid_manifest(
+                    format!("expected kind PlamatioStore, found {kind:?}"),
+                    None,
+                ));
             }
-            let mut store: PlamatioStore = serde_json::from_value(document)
-                .map_err(|error| Error::InvalidManifest(error.to_string()))?;
+            let mut store: PlamatioStore = serde_json::from_value(document).map_err(|error| {
+                Error::invalid_manifest("not a valid PlamatioStore", Some(error.into()))
+            })?;
             if store.metadata.namespace.is_none() {
                 store.metadata.namespace = Some("default".to_owned());
             }
@@ -44,7 +46,7 @@ pub fn render_stores(stores: &[PlamatioStore], settings: &BuildSettings) -> Resu
     let mut output = String::new();
     for object in &objects {
         let document = serde_saphyr::to_string(object)
-            .map_err(|error| Error::InvalidManifest(error.to_string()))?;
+            .map_err(|error| Error::invalid_manifest("cannot write YAML", Some(error.into())))?;
         output.push_str("---\n");
         output.push_str(&document);
         if !document.ends_with('\n') {

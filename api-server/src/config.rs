@@ -71,14 +71,14 @@ pub struct DatabaseConfig {
     /// environment, which may hold a password, is never printed by `--help`.)
     #[arg(
         long,
-        env = "DATABASE_URL",
+        env = plamatio_contract::env::DATABASE_URL,
         hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/plamatio"
     )]
     pub database_url: String,
 
     /// Maximum number of pooled PostgreSQL connections.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = plamatio_contract::env::DATABASE_POOL_SIZE, default_value_t = 16)]
     pub database_pool_size: u32,
 
     /// How long a request waits for a pooled connection before it fails with 503.
@@ -112,12 +112,12 @@ pub struct ServeConfig {
     pub host: String,
 
     /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 8080)]
+    #[arg(long, env = plamatio_contract::env::PORT, default_value_t = 8080)]
     pub port: u16,
 
     /// Redis URL for the shared cache; without it an in-process cache is used. (Its value in the
     /// environment, which may hold a password, is never printed by `--help`.)
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = plamatio_contract::env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of every cache key, before the store's id (which alone keeps stores sharing one Redis
@@ -126,7 +126,7 @@ pub struct ServeConfig {
     pub cache_prefix: String,
 
     /// TTL of every cache entry in seconds, instead of 24 h for products and 2 h for the rest.
-    #[arg(long, env = "PLAMATIO_CACHE_TTL_SECONDS")]
+    #[arg(long, env = plamatio_contract::env::CACHE_TTL_SECONDS)]
     pub cache_ttl_seconds: Option<u64>,
 
     /// Timeout of one Redis operation; a slower Redis is treated as a cache miss.
@@ -138,7 +138,7 @@ pub struct ServeConfig {
     pub memory_cache_mib: u64,
 
     /// API keys as comma-separated `scope:sha256hex` pairs (scope `storefront` or `admin`).
-    #[arg(long, env = "PLAMATIO_API_KEYS", default_value = "")]
+    #[arg(long, env = plamatio_contract::env::API_KEYS, default_value = "")]
     pub api_keys: String,
 
     /// Generate a storefront and an admin key at start-up and print them (local use only).
@@ -151,7 +151,7 @@ pub struct ServeConfig {
     /// project named `shop-…`).
     #[arg(
         long,
-        env = "PLAMATIO_CORS_ORIGINS",
+        env = plamatio_contract::env::CORS_ORIGINS,
         default_value = "https://plamatio-frontend.vercel.app,https://plamatio.pkural.ca"
     )]
     pub cors_origins: String,
@@ -180,12 +180,12 @@ pub struct ServeConfig {
     pub header_read_timeout_ms: u64,
 
     /// Requests per minute per API key (and client IP for the storefront scope); 0 disables.
-    #[arg(long, env = "PLAMATIO_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    #[arg(long, env = plamatio_contract::env::RATE_LIMIT_PER_MINUTE, default_value_t = 600)]
     pub rate_limit_per_minute: u32,
 
     /// Proxies whose `X-Forwarded-For` is believed: comma-separated IPs or CIDRs (e.g. the ingress
     /// controller's pod range). The client is the first hop from the right that is not one of them.
-    #[arg(long, env = "PLAMATIO_TRUSTED_PROXIES", default_value = "")]
+    #[arg(long, env = plamatio_contract::env::TRUSTED_PROXIES, default_value = "")]
     pub trusted_proxies: String,
 
     #[command(flatten)]
@@ -242,7 +242,7 @@ pub struct ServeConfig {
     pub observability: bool,
 
     /// Log format: `pretty` for terminals, `json` for log shippers.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    #[arg(long, env = plamatio_contract::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 }
 

@@ -49,26 +49,29 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 pub enum UserAuthMode {
     /// Tokens are ignored (compatible with the current frontend).
     #[default]
+    #[value(name = plamatio_contract::user_auth::OFF)]
     Off,
     /// A token, when sent, must be valid and name the user the route acts on.
+    #[value(name = plamatio_contract::user_auth::OPTIONAL)]
     Optional,
     /// Every user-scoped storefront call needs a valid token naming its user.
+    #[value(name = plamatio_contract::user_auth::REQUIRED)]
     Required,
 }
 
 /// The `PLAMATIO_USER_*` settings.
 #[derive(Debug, Clone, Default, Args)]
 pub struct UserAuthConfig {
-    #[arg(long, env = "PLAMATIO_USER_AUTH", value_enum, ignore_case = true, default_value_t = UserAuthMode::Off)]
+    #[arg(long, env = plamatio_contract::env::USER_AUTH, value_enum, ignore_case = true, default_value_t = UserAuthMode::Off)]
     pub user_auth: UserAuthMode,
     /// JWKS of the identity provider, e.g. `https://<app>.clerk.accounts.dev/.well-known/jwks.json`.
-    #[arg(long, env = "PLAMATIO_USER_JWKS_URL")]
+    #[arg(long, env = plamatio_contract::env::USER_JWKS_URL)]
     pub user_jwks_url: Option<String>,
     /// Required `iss` of tokens.
-    #[arg(long, env = "PLAMATIO_USER_JWT_ISSUER")]
+    #[arg(long, env = plamatio_contract::env::USER_JWT_ISSUER)]
     pub user_jwt_issuer: Option<String>,
     /// Required `aud` of tokens, if the provider sets one (a token without `aud` is then refused).
-    #[arg(long, env = "PLAMATIO_USER_JWT_AUDIENCE")]
+    #[arg(long, env = plamatio_contract::env::USER_JWT_AUDIENCE)]
     pub user_jwt_audience: Option<String>,
     /// Accepted `azp` (authorized party) values, comma-separated, e.g. the shop's origin
     /// `https://shop.example.com`; when set, a token without one of them is refused.

@@ -11,6 +11,7 @@ mod binary;
 mod cache;
 mod cart;
 mod categories;
+mod contract;
 mod database;
 mod edge;
 mod events;

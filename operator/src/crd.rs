@@ -12,13 +12,7 @@ use serde::{Deserialize, Serialize};
 /// API group of the custom resource.
 pub const GROUP: &str = "plamatio.io";
 /// The five topics of events.md, without the store's prefix.
-pub const TOPIC_NAMES: [&str; 5] = [
-    "cart_updates",
-    "orders_updates",
-    "users_updates",
-    "products_updates",
-    "user_events",
-];
+pub const TOPIC_NAMES: [&str; 5] = plamatio_contract::topics::ALL;
 
 /// A store must say how shoppers' data is protected: there is no silent default of `off`.
 pub const USER_AUTH_CHOSEN_RULE: &str = "has(self.api) && has(self.api.userAuth)";
@@ -224,9 +218,9 @@ pub enum UserAuthMode {
 impl UserAuthMode {
     pub fn as_str(self) -> &'static str {
         match self {
-            UserAuthMode::Off => "off",
-            UserAuthMode::Optional => "optional",
-            UserAuthMode::Required => "required",
+            UserAuthMode::Off => plamatio_contract::user_auth::OFF,
+            UserAuthMode::Optional => plamatio_contract::user_auth::OPTIONAL,
+            UserAuthMode::Required => plamatio_contract::user_auth::REQUIRED,
         }
     }
 }
@@ -336,10 +330,10 @@ pub enum SecurityProtocol {
 impl SecurityProtocol {
     pub fn as_str(self) -> &'static str {
         match self {
-            SecurityProtocol::Plaintext => "plaintext",
-            SecurityProtocol::Ssl => "ssl",
-            SecurityProtocol::SaslSsl => "sasl_ssl",
-            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::Plaintext => plamatio_contract::security_protocol::PLAINTEXT,
+            SecurityProtocol::Ssl => plamatio_contract::security_protocol::SSL,
+            SecurityProtocol::SaslSsl => plamatio_contract::security_protocol::SASL_SSL,
+            SecurityProtocol::SaslPlaintext => plamatio_contract::security_protocol::SASL_PLAINTEXT,
         }
     }
 
@@ -365,9 +359,9 @@ pub enum SaslMechanism {
 impl SaslMechanism {
     pub fn as_str(self) -> &'static str {
         match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::Plain => plamatio_contract::sasl_mechanism::PLAIN,
+            SaslMechanism::ScramSha256 => plamatio_contract::sasl_mechanism::SCRAM_SHA_256,
+            SaslMechanism::ScramSha512 => plamatio_contract::sasl_mechanism::SCRAM_SHA_512,
         }
     }
 }

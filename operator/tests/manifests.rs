@@ -76,11 +76,15 @@ fn the_crd_schema_refuses_bad_specs() {
     );
     assert_eq!(
         values(&spec["properties"]["kafka"]["properties"]["securityProtocol"]["enum"]),
-        vec!["plaintext", "ssl", "sasl_ssl", "sasl_plaintext"]
+        plamatio_contract::security_protocol::ALL
+    );
+    assert_eq!(
+        values(&spec["properties"]["kafka"]["properties"]["saslMechanism"]["enum"]),
+        plamatio_contract::sasl_mechanism::ALL
     );
     assert_eq!(
         values(&api["userAuth"]["properties"]["mode"]["enum"]),
-        vec!["off", "optional", "required"]
+        plamatio_contract::user_auth::ALL
     );
     let rules = serde_json::to_string(&schema).expect("json");
     for rule in [

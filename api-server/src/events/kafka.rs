@@ -21,21 +21,27 @@ pub const PRODUCER_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 const _: () = assert!(MAX_EVENT_PAYLOAD_BYTES * 3 < PRODUCER_MESSAGE_MAX_BYTES);
 
+/// Wire strings from the API↔operator contract: the operator sets exactly these (clap's default
+/// kebab-case names, `sasl-ssl`, refused the operator's `sasl_ssl` and stopped the API at start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SecurityProtocol {
+    #[value(name = plamatio_contract::security_protocol::PLAINTEXT)]
     Plaintext,
+    #[value(name = plamatio_contract::security_protocol::SSL)]
     Ssl,
+    #[value(name = plamatio_contract::security_protocol::SASL_SSL)]
     SaslSsl,
+    #[value(name = plamatio_contract::security_protocol::SASL_PLAINTEXT)]
     SaslPlaintext,
 }
 
 impl SecurityProtocol {
     fn as_str(self) -> &'static str {
         match self {
-            SecurityProtocol::Plaintext => "plaintext",
-            SecurityProtocol::Ssl => "ssl",
-            SecurityProtocol::SaslSsl => "sasl_ssl",
-            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::Plaintext => plamatio_contract::security_protocol::PLAINTEXT,
+            SecurityProtocol::Ssl => plamatio_contract::security_protocol::SSL,
+            SecurityProtocol::SaslSsl => plamatio_contract::security_protocol::SASL_SSL,
+            SecurityProtocol::SaslPlaintext => plamatio_contract::security_protocol::SASL_PLAINTEXT,
         }
     }
 
@@ -49,20 +55,20 @@ impl SecurityProtocol {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SaslMechanism {
-    #[value(name = "PLAIN")]
+    #[value(name = plamatio_contract::sasl_mechanism::PLAIN)]
     Plain,
-    #[value(name = "SCRAM-SHA-256")]
+    #[value(name = plamatio_contract::sasl_mechanism::SCRAM_SHA_256)]
     ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
+    #[value(name = plamatio_contract::sasl_mechanism::SCRAM_SHA_512)]
     ScramSha512,
 }
 
 impl SaslMechanism {
     fn as_str(self) -> &'static str {
         match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::Plain => plamatio_contract::sasl_mechanism::PLAIN,
+            SaslMechanism::ScramSha256 => plamatio_contract::sasl_mechanism::SCRAM_SHA_256,
+            SaslMechanism::ScramSha512 => plamatio_contract::sasl_mechanism::SCRAM_SHA_512,
         }
     }
 }
@@ -72,23 +78,23 @@ impl SaslMechanism {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list of brokers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    #[arg(long, env = plamatio_contract::env::KAFKA_BOOTSTRAP_SERVERS)]
     pub kafka_bootstrap_servers: Option<String>,
 
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true, default_value_t = SecurityProtocol::Plaintext)]
+    #[arg(long, env = plamatio_contract::env::KAFKA_SECURITY_PROTOCOL, value_enum, ignore_case = true, default_value_t = SecurityProtocol::Plaintext)]
     pub kafka_security_protocol: SecurityProtocol,
 
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true, default_value_t = SaslMechanism::Plain)]
+    #[arg(long, env = plamatio_contract::env::KAFKA_SASL_MECHANISM, value_enum, ignore_case = true, default_value_t = SaslMechanism::Plain)]
     pub kafka_sasl_mechanism: SaslMechanism,
 
-    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    #[arg(long, env = plamatio_contract::env::KAFKA_SASL_USERNAME)]
     pub kafka_sasl_username: Option<String>,
 
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = plamatio_contract::env::KAFKA_SASL_PASSWORD, hide_env_values = true)]
     pub kafka_sasl_password: Option<String>,
 
     /// Prefix of every topic name, e.g. `store-a.` gives `store-a.cart_updates`.
-    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    #[arg(long, env = plamatio_contract::env::KAFKA_TOPIC_PREFIX, default_value = "")]
     pub kafka_topic_prefix: String,
 
     /// Compression of produced batches (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
@@ -100,7 +106,7 @@ pub struct KafkaConfig {
     pub kafka_message_timeout_ms: u64,
 
     /// Create missing topics at start-up (the operator creates them in a cluster).
-    #[arg(long, env = "KAFKA_CREATE_TOPICS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = plamatio_contract::env::KAFKA_CREATE_TOPICS, default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub kafka_create_topics: bool,
 
     /// Partitions of topics created at start-up.

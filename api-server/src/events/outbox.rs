@@ -50,11 +50,11 @@ impl Topic {
 
     pub const fn as_str(self) -> &'static str {
         match self {
-            Topic::CartUpdates => "cart_updates",
-            Topic::OrdersUpdates => "orders_updates",
-            Topic::UsersUpdates => "users_updates",
-            Topic::ProductsUpdates => "products_updates",
-            Topic::UserEvents => "user_events",
+            Topic::CartUpdates => plamatio_contract::topics::CART_UPDATES,
+            Topic::OrdersUpdates => plamatio_contract::topics::ORDERS_UPDATES,
+            Topic::UsersUpdates => plamatio_contract::topics::USERS_UPDATES,
+            Topic::ProductsUpdates => plamatio_contract::topics::PRODUCTS_UPDATES,
+            Topic::UserEvents => plamatio_contract::topics::USER_EVENTS,
         }
     }
 

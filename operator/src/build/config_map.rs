@@ -1,6 +1,7 @@
 //! The API's ConfigMap: every non-secret setting of the API as environment variables, and the config
 //! hash that rolls the pods when it or a referenced Secret changes.
 
+use plamatio_contract::env as api_env;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -21,43 +22,46 @@ pub fn api_environment(
     let mut set = |key: &str, value: String| {
         env.insert(key.to_owned(), value);
     };
-    set("PORT", api.port().to_string());
-    set("LOG_FORMAT", "json".to_owned());
+    set(api_env::PORT, api.port().to_string());
+    set(api_env::LOG_FORMAT, "json".to_owned());
     set(
-        "RUST_LOG",
+        api_env::RUST_LOG,
         api.log_level.unwrap_or_default().as_str().to_owned(),
     );
     if let Some(pool_size) = spec.database.pool_size {
-        set("DATABASE_POOL_SIZE", pool_size.to_string());
+        set(api_env::DATABASE_POOL_SIZE, pool_size.to_string());
     }
     if let Some(origins) = &api.cors_origins {
-        set("PLAMATIO_CORS_ORIGINS", origins.join(","));
+        set(api_env::CORS_ORIGINS, origins.join(","));
     }
     if let Some(proxies) = &api.trusted_proxies {
-        set("PLAMATIO_TRUSTED_PROXIES", proxies.join(","));
+        set(api_env::TRUSTED_PROXIES, proxies.join(","));
     }
     if let Some(limit) = api.rate_limit_per_minute {
-        set("PLAMATIO_RATE_LIMIT_PER_MINUTE", limit.to_string());
+        set(api_env::RATE_LIMIT_PER_MINUTE, limit.to_string());
     }
     if let Some(ttl) = spec.cache.as_ref().and_then(|c| c.ttl_seconds) {
-        set("PLAMATIO_CACHE_TTL_SECONDS", ttl.to_string());
+        set(api_env::CACHE_TTL_SECONDS, ttl.to_string());
     }
     if let Some(user_auth) = &api.user_auth {
-        set("PLAMATIO_USER_AUTH", user_auth.mode.as_str().to_owned());
+        set(api_env::USER_AUTH, user_auth.mode.as_str().to_owned());
         if let Some(url) = &user_auth.jwks_url {
-            set("PLAMATIO_USER_JWKS_URL", url.clone());
+            set(api_env::USER_JWKS_URL, url.clone());
         }
         if let Some(issuer) = &user_auth.issuer {
-            set("PLAMATIO_USER_JWT_ISSUER", issuer.clone());
+            set(api_env::USER_JWT_ISSUER, issuer.clone());
         }
         if let Some(audience) = &user_auth.audience {
-            set("PLAMATIO_USER_JWT_AUDIENCE", audience.clone());
+            set(api_env::USER_JWT_AUDIENCE, audience.clone());
         }
     }
     if let Some(kafka) = &spec.kafka {
-        set("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers.clone());
         set(
-            "KAFKA_SECURITY_PROTOCOL",
+            api_env::KAFKA_BOOTSTRAP_SERVERS,
+            kafka.bootstrap_servers.clone(),
+        );
+        set(
+            api_env::KAFKA_SECURITY_PROTOCOL,
             kafka
                 .security_protocol
                 .unwrap_or_default()
@@ -65,19 +69,19 @@ pub fn api_environment(
                 .to_owned(),
         );
         set(
-            "KAFKA_SASL_MECHANISM",
+            api_env::KAFKA_SASL_MECHANISM,
             kafka.sasl_mechanism.unwrap_or_default().as_str().to_owned(),
         );
         set(
-            "KAFKA_TOPIC_PREFIX",
+            api_env::KAFKA_TOPIC_PREFIX,
             kafka.topic_prefix.clone().unwrap_or_default(),
         );
         // The operator owns the topics; the API must not create them with its own defaults.
-        set("KAFKA_CREATE_TOPICS", "false".to_owned());
+        set(api_env::KAFKA_CREATE_TOPICS, "false".to_owned());
     }
     if spec.traces_enabled() {
         set(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            api_env::OTEL_EXPORTER_OTLP_ENDPOINT,
             format!(
                 "http://{}.{}.svc:{}",
                 identity.agent_name(),
@@ -85,9 +89,9 @@ pub fn api_environment(
                 alloy::OTLP_GRPC_PORT
             ),
         );
-        set("OTEL_SERVICE_NAME", OTEL_SERVICE_NAME.to_owned());
+        set(api_env::OTEL_SERVICE_NAME, OTEL_SERVICE_NAME.to_owned());
         set(
-            "OTEL_RESOURCE_ATTRIBUTES",
+            api_env::OTEL_RESOURCE_ATTRIBUTES,
             format!(
                 "plamatio.store={},k8s.namespace.name={}",
                 identity.name, identity.namespace

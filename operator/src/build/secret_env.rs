@@ -3,6 +3,7 @@
 //! operator writes.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use plamatio_contract::env as api_env;
 
 use super::ResolvedSecrets;
 use crate::crd::{CredentialsSecretRef, PlamatioStoreSpec};
@@ -48,14 +49,17 @@ pub fn api_key_scope(key: &str) -> &str {
 pub fn api_secret_environment(spec: &PlamatioStoreSpec, secrets: &ResolvedSecrets) -> Vec<EnvVar> {
     let mut env = vec![database_url_env(spec)];
     if let Some(url) = spec.cache.as_ref().and_then(|c| c.url_secret_ref.as_ref()) {
-        env.push(secret_env("REDIS_URL", &url.name, &url.key));
+        env.push(secret_env(api_env::REDIS_URL, &url.name, &url.key));
     }
     if let Some(credentials) = spec
         .kafka
         .as_ref()
         .and_then(|k| k.credentials_secret_ref.as_ref())
     {
-        env.extend(credentials_env("KAFKA_SASL", credentials));
+        env.extend(credentials_env(
+            api_env::KAFKA_SASL_CREDENTIALS_PREFIX,
+            credentials,
+        ));
     }
     if let Some(keys_secret) = spec.api().api_keys_secret_ref {
         // Each digest lands in its own variable; PLAMATIO_API_KEYS then joins them with Kubernetes'
@@ -67,7 +71,7 @@ pub fn api_secret_environment(spec: &PlamatioStoreSpec, secrets: &ResolvedSecret
             pairs.push(format!("{}:$({variable})", api_key_scope(key)));
         }
         env.push(EnvVar {
-            name: "PLAMATIO_API_KEYS".to_owned(),
+            name: api_env::API_KEYS.to_owned(),
             value: Some(pairs.join(",")),
             ..EnvVar::default()
         });
@@ -77,7 +81,7 @@ pub fn api_secret_environment(spec: &PlamatioStoreSpec, secrets: &ResolvedSecret
 
 pub fn database_url_env(spec: &PlamatioStoreSpec) -> EnvVar {
     secret_env(
-        "DATABASE_URL",
+        api_env::DATABASE_URL,
         &spec.database.url_secret_ref.name,
         &spec.database.url_secret_ref.key,
     )

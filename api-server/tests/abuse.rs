@@ -120,18 +120,6 @@ impl Identity {
     }
 }
 
-async fn as_user(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> TestResponse {
-    let auth = format!("Bearer {}", app.storefront_key);
-    app.send(method, path, Some(&auth), body, &[("x-user-token", token)])
-        .await
-}
-
 /// Opens `GET /events/stream/{user}` and returns the response with its live body.
 async fn open_stream(app: &TestApp, user: &str, token: Option<&str>) -> axum::response::Response {
     let mut request = Request::get(format!("/events/stream/{user}"))
@@ -544,9 +532,7 @@ async fn racing_reads_and_deletes_never_touch_another_users_order_items() {
     seed_user(&app.pool, "user_a").await;
     let token_a = identity.token("user_a", 600);
     let token_b = identity.token("user_b", 600);
-    let order = ok(&as_user(
-        &app,
-        &token_b,
+    let order = ok(&app.as_shopper(Some(&token_b),
         Method::POST,
         "/orders/detailed/add",
         Some(&json!({"order": {"user_id": "user_b", "address_id": address_b, "total_price": 100.0, "status": "pending"}, "items": [{"product_id": 1, "quantity": 1}]})),
@@ -565,9 +551,13 @@ async fn racing_reads_and_deletes_never_touch_another_users_order_items() {
             while !stop.load(Ordering::SeqCst) {
                 for id in next..next + 3 {
                     let path = format!("/orders/items/get/{id}");
-                    let read = as_user(&app, &token_a, Method::GET, &path, None).await;
+                    let read = app
+                        .as_shopper(Some(&token_a), Method::GET, &path, None)
+                        .await;
                     let path = format!("/orders/items/delete/{id}");
-                    let delete = as_user(&app, &token_a, Method::DELETE, &path, None).await;
+                    let delete = app
+                        .as_shopper(Some(&token_a), Method::DELETE, &path, None)
+                        .await;
                     for response in [read, delete] {
                         if response.status != StatusCode::NOT_FOUND {
                             leaks
@@ -587,14 +577,14 @@ async fn racing_reads_and_deletes_never_touch_another_users_order_items() {
         })
     };
     for _ in 0..60 {
-        ok(&as_user(
-            &app,
-            &token_b,
-            Method::POST,
-            "/orders/items/add",
-            Some(&json!({"order_id": order_id, "product_id": 2, "quantity": 1})),
-        )
-        .await);
+        ok(&app
+            .as_shopper(
+                Some(&token_b),
+                Method::POST,
+                "/orders/items/add",
+                Some(&json!({"order_id": order_id, "product_id": 2, "quantity": 1})),
+            )
+            .await);
     }
     stop.store(true, Ordering::SeqCst);
     attacker.await.unwrap();
@@ -610,9 +600,13 @@ async fn racing_reads_and_deletes_never_touch_another_users_order_items() {
     );
     // user_b still reads and deletes their own items.
     let path = format!("/orders/items/get/{first_item}");
-    ok(&as_user(&app, &token_b, Method::GET, &path, None).await);
+    ok(&app
+        .as_shopper(Some(&token_b), Method::GET, &path, None)
+        .await);
     let path = format!("/orders/items/delete/{first_item}");
-    ok(&as_user(&app, &token_b, Method::DELETE, &path, None).await);
+    ok(&app
+        .as_shopper(Some(&token_b), Method::DELETE, &path, None)
+        .await);
 }
 
 // ---------------------------------------------------------------------------------------------

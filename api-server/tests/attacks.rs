@@ -18,33 +18,12 @@ use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_
 use common::{TestApp, TestResponse, new_database_name, serve_config};
 use jsonwebtoken::Algorithm;
 use plamatio_api::identity::UserTokens;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// A request as a shopper's browser sends it: the storefront key, the user token if any, an
-/// `Idempotency-Key` if any.
-async fn as_shopper(
-    app: &TestApp,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-    idempotency_key: Option<&str>,
-) -> TestResponse {
-    let auth = format!("Bearer {}", app.storefront_key);
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(token) = token {
-        headers.push(("x-user-token", token));
-    }
-    if let Some(key) = idempotency_key {
-        headers.push(("idempotency-key", key));
-    }
-    app.send(method, path, Some(&auth), body, &headers).await
-}
 
 /// A store verifying user tokens against `jwks_url` (`mode`: `optional` or `required`), with
 /// `user_a` and `user_b`, each with one address (ids 1 and 2).
@@ -273,26 +252,26 @@ async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_with
     let request = json!({"product_id": 3, "quantity": 2, "user_id": "user_b"});
     for mode in ["required", "optional"] {
         let app = store_with_user_auth(&url, mode, &[]).await;
-        let by_b = as_shopper(
-            &app,
-            Some(&token_b),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
+        let by_b = app
+            .as_shopper_keyed(
+                Some(&token_b),
+                Method::POST,
+                "/cart/add",
+                Some(&request),
+                Some("cart-b-1"),
+            )
+            .await;
         assert_eq!(by_b.status, 200, "{mode}: {}", by_b.body);
 
-        let by_a = as_shopper(
-            &app,
-            Some(&token_a),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
+        let by_a = app
+            .as_shopper_keyed(
+                Some(&token_a),
+                Method::POST,
+                "/cart/add",
+                Some(&request),
+                Some("cart-b-1"),
+            )
+            .await;
         assert!(
             by_a.header("idempotent-replayed").is_none(),
             "{mode}: B's response replayed to A: {}",
@@ -301,15 +280,15 @@ async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_with
         assert_ne!(by_a.raw, by_b.raw, "{mode}");
         assert_eq!(by_a.status, 404, "{mode}: A may not act for B");
 
-        let anonymous = as_shopper(
-            &app,
-            None,
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
+        let anonymous = app
+            .as_shopper_keyed(
+                None,
+                Method::POST,
+                "/cart/add",
+                Some(&request),
+                Some("cart-b-1"),
+            )
+            .await;
         assert!(
             anonymous.header("idempotent-replayed").is_none(),
             "{mode}: B's response replayed without a token: {}",
@@ -321,15 +300,15 @@ async fn a_stored_response_is_never_replayed_to_another_user_or_to_a_caller_with
         }
 
         // B's own retry is still a replay
-        let retry = as_shopper(
-            &app,
-            Some(&token_b),
-            Method::POST,
-            "/cart/add",
-            Some(&request),
-            Some("cart-b-1"),
-        )
-        .await;
+        let retry = app
+            .as_shopper_keyed(
+                Some(&token_b),
+                Method::POST,
+                "/cart/add",
+                Some(&request),
+                Some("cart-b-1"),
+            )
+            .await;
         assert_eq!(retry.header("idempotent-replayed"), Some("true"), "{mode}");
         assert_eq!(retry.raw, by_b.raw, "{mode}");
     }
@@ -359,28 +338,22 @@ async fn a_stored_401_cannot_poison_another_users_idempotency_key() {
         (Some(token_a.as_str()), &order_a, 422),
     ];
     for (token, body, expected) in attempts {
-        let response = as_shopper(
-            &app,
-            token,
-            Method::POST,
-            "/orders/add",
-            Some(body),
-            stolen_key,
-        )
-        .await;
+        let response = app
+            .as_shopper_keyed(token, Method::POST, "/orders/add", Some(body), stolen_key)
+            .await;
         // the last attempt reuses A's own record (stored 404) with another body: 422 for A only
         assert_eq!(response.status, expected, "{}", response.body);
     }
 
-    let by_b = as_shopper(
-        &app,
-        Some(&token_b),
-        Method::POST,
-        "/orders/add",
-        Some(&order_b),
-        stolen_key,
-    )
-    .await;
+    let by_b = app
+        .as_shopper_keyed(
+            Some(&token_b),
+            Method::POST,
+            "/orders/add",
+            Some(&order_b),
+            stolen_key,
+        )
+        .await;
     assert_eq!(by_b.status, 200, "B's checkout was poisoned: {}", by_b.body);
     assert!(by_b.header("idempotent-replayed").is_none());
     assert_eq!(by_b.body["user_id"], "user_b");
@@ -402,29 +375,17 @@ async fn a_token_that_is_not_yet_valid_is_refused() {
     let app = store_with_user_auth(&url, "required", &[]).await;
     let claims = |nbf: u64| json!({"sub": "user_a", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 3600, "nbf": nbf});
     let future = token_with(&key, claims(now() + 1800));
-    let response = as_shopper(
-        &app,
-        Some(&future),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper_keyed(Some(&future), Method::GET, "/cart/all/user_a", None, None)
+        .await;
     assert_eq!(
         response.assert_error(401, "unauthenticated"),
         "invalid user token"
     );
     let current = token_with(&key, claims(now() - 10));
-    let response = as_shopper(
-        &app,
-        Some(&current),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper_keyed(Some(&current), Method::GET, "/cart/all/user_a", None, None)
+        .await;
     assert_eq!(response.status, 200, "{}", response.body);
 }
 
@@ -438,15 +399,15 @@ async fn a_token_without_the_configured_audience_is_refused() {
         &key,
         json!({"sub": "user_a", "iss": ISSUER, "exp": now() + 600}),
     );
-    let response = as_shopper(
-        &app,
-        Some(&without_audience),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper_keyed(
+            Some(&without_audience),
+            Method::GET,
+            "/cart/all/user_a",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(
         response.assert_error(401, "unauthenticated"),
         "invalid user token"
@@ -480,15 +441,15 @@ async fn a_token_issued_to_another_authorized_party_is_refused() {
         (Some("https://shop.example.com"), 200),
         (Some("https://www.shop.example.com"), 200),
     ] {
-        let response = as_shopper(
-            &app,
-            Some(&with_party(azp)),
-            Method::GET,
-            "/cart/all/user_a",
-            None,
-            None,
-        )
-        .await;
+        let response = app
+            .as_shopper_keyed(
+                Some(&with_party(azp)),
+                Method::GET,
+                "/cart/all/user_a",
+                None,
+                None,
+            )
+            .await;
         assert_eq!(response.status, expected, "azp {azp:?}: {}", response.body);
     }
 }
@@ -505,15 +466,15 @@ async fn a_jwks_redirect_to_the_attackers_keys_is_not_followed() {
     *provider.redirect_to.lock().unwrap() = Some(attacker_url);
     let app = store_with_user_auth(&provider.serve().await, "required", &[]).await;
 
-    let response = as_shopper(
-        &app,
-        Some(&token_for(&attacker_key, "user_b")),
-        Method::GET,
-        "/cart/all/user_b",
-        None,
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper_keyed(
+            Some(&token_for(&attacker_key, "user_b")),
+            Method::GET,
+            "/cart/all/user_b",
+            None,
+            None,
+        )
+        .await;
     response.assert_error(401, "unauthenticated");
     assert!(provider.fetches.load(Ordering::SeqCst) >= 1);
     assert_eq!(
@@ -529,15 +490,15 @@ async fn an_oversized_jwks_is_not_loaded() {
     let (jwks, url, key) = identity_provider().await;
     jwks.padding_bytes.store(2 * 1024 * 1024, Ordering::SeqCst);
     let app = store_with_user_auth(&url, "required", &[]).await;
-    let response = as_shopper(
-        &app,
-        Some(&token_for(&key, "user_a")),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper_keyed(
+            Some(&token_for(&key, "user_a")),
+            Method::GET,
+            "/cart/all/user_a",
+            None,
+            None,
+        )
+        .await;
     response.assert_error(401, "unauthenticated");
 }
 
@@ -595,38 +556,38 @@ async fn a_shopper_cannot_give_their_user_record_another_persons_email() {
     );
     let user = |id: &str, email: &str| json!({"id": id, "firstName": "F", "lastName": "L", "email": email});
 
-    let squat = as_shopper(
-        &app,
-        Some(&token_c),
-        Method::POST,
-        "/users/add",
-        Some(&user("user_c", "victim@example.com")),
-        None,
-    )
-    .await;
+    let squat = app
+        .as_shopper_keyed(
+            Some(&token_c),
+            Method::POST,
+            "/users/add",
+            Some(&user("user_c", "victim@example.com")),
+            None,
+        )
+        .await;
     assert_eq!(
         squat.assert_error(400, "invalid_argument"),
         "email must be the email of the user token"
     );
-    let takeover = as_shopper(
-        &app,
-        Some(&token_a),
-        Method::PUT,
-        "/users/update",
-        Some(&user("user_a", "victim@example.com")),
-        None,
-    )
-    .await;
+    let takeover = app
+        .as_shopper_keyed(
+            Some(&token_a),
+            Method::PUT,
+            "/users/update",
+            Some(&user("user_a", "victim@example.com")),
+            None,
+        )
+        .await;
     takeover.assert_error(400, "invalid_argument");
-    let no_claim = as_shopper(
-        &app,
-        Some(&token_for(&key, "user_a")),
-        Method::PUT,
-        "/users/update",
-        Some(&user("user_a", "a@example.com")),
-        None,
-    )
-    .await;
+    let no_claim = app
+        .as_shopper_keyed(
+            Some(&token_for(&key, "user_a")),
+            Method::PUT,
+            "/users/update",
+            Some(&user("user_a", "a@example.com")),
+            None,
+        )
+        .await;
     no_claim.assert_error(400, "invalid_argument");
     let victims: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = $1")
         .bind("victim@example.com")
@@ -636,15 +597,15 @@ async fn a_shopper_cannot_give_their_user_record_another_persons_email() {
     assert_eq!(victims, 0);
 
     // the token's own email, in any case, works
-    let own = as_shopper(
-        &app,
-        Some(&token_c),
-        Method::POST,
-        "/users/add",
-        Some(&user("user_c", "C@Example.com")),
-        None,
-    )
-    .await;
+    let own = app
+        .as_shopper_keyed(
+            Some(&token_c),
+            Method::POST,
+            "/users/add",
+            Some(&user("user_c", "C@Example.com")),
+            None,
+        )
+        .await;
     assert_eq!(own.status, 200, "{}", own.body);
 }
 

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use common::TestApp;
 use common::identity::{AUDIENCE, ISSUER, Jwks, generate, now, token_for, token_with};
-use common::{TestApp, TestResponse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use plamatio_api::identity::{UserAuthConfig, UserAuthMode, UserTokens};
 use serde_json::{Value, json};
@@ -47,18 +47,6 @@ async fn app_with(mode: UserAuthMode, jwks_url: &str) -> TestApp {
     .await
     .unwrap();
     app
-}
-
-async fn as_shopper(
-    app: &TestApp,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> TestResponse {
-    let auth = format!("Bearer {}", app.storefront_key);
-    let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-user-token", t)]).unwrap_or_default();
-    app.send(method, path, Some(&auth), body, &headers).await
 }
 
 /// Every user-scoped operation, for the user it acts on (`{u}` = user id, ids of that user's rows).
@@ -190,7 +178,9 @@ async fn a_token_acts_for_its_subject_and_nobody_else() {
     // user B's rows (user_b owns every row with id 2), addressed with user A's token: 404, untouched
     let before = snapshot(&app).await;
     for (method, path, body) in operations("user_b", 2) {
-        let response = as_shopper(&app, Some(&token_a), method.clone(), &path, body.as_ref()).await;
+        let response = app
+            .as_shopper(Some(&token_a), method.clone(), &path, body.as_ref())
+            .await;
         assert_eq!(response.status, 404, "{method} {path}: {}", response.body);
         assert_eq!(response.body["code"], "not_found", "{method} {path}");
     }
@@ -198,7 +188,9 @@ async fn a_token_acts_for_its_subject_and_nobody_else() {
 
     // user A's own rows with user A's token: every operation works
     for (method, path, body) in operations("user_a", 1) {
-        let response = as_shopper(&app, Some(&token_a), method.clone(), &path, body.as_ref()).await;
+        let response = app
+            .as_shopper(Some(&token_a), method.clone(), &path, body.as_ref())
+            .await;
         assert!(
             response.status.is_success(),
             "{method} {path}: {} {}",
@@ -219,44 +211,31 @@ async fn the_user_lifecycle_routes_are_bound_too() {
         json!({"id": "user_new", "firstName": "N", "lastName": "U", "email": "new@example.com"});
     let other = json!({"id": "user_other", "firstName": "O", "lastName": "U", "email": "other@example.com"});
     assert_eq!(
-        as_shopper(&app, Some(&token), Method::GET, "/users/get/user_new", None)
+        app.as_shopper(Some(&token), Method::GET, "/users/get/user_new", None)
             .await
             .status,
         404
     );
     assert_eq!(
-        as_shopper(
-            &app,
-            Some(&token),
-            Method::POST,
-            "/users/add",
-            Some(&new_user)
-        )
-        .await
-        .status,
+        app.as_shopper(Some(&token), Method::POST, "/users/add", Some(&new_user))
+            .await
+            .status,
         200
     );
     assert_eq!(
-        as_shopper(&app, Some(&token), Method::POST, "/users/add", Some(&other))
+        app.as_shopper(Some(&token), Method::POST, "/users/add", Some(&other))
             .await
             .status,
         404
     );
     assert_eq!(
-        as_shopper(
-            &app,
-            Some(&token),
-            Method::DELETE,
-            "/users/delete/user_a",
-            None
-        )
-        .await
-        .status,
+        app.as_shopper(Some(&token), Method::DELETE, "/users/delete/user_a", None)
+            .await
+            .status,
         404
     );
     assert_eq!(
-        as_shopper(
-            &app,
+        app.as_shopper(
             Some(&token),
             Method::DELETE,
             "/users/addresses/delete/1/user/user_a",
@@ -267,15 +246,9 @@ async fn the_user_lifecycle_routes_are_bound_too() {
         404
     );
     assert_eq!(
-        as_shopper(
-            &app,
-            Some(&token),
-            Method::DELETE,
-            "/users/delete/user_new",
-            None
-        )
-        .await
-        .status,
+        app.as_shopper(Some(&token), Method::DELETE, "/users/delete/user_new", None)
+            .await
+            .status,
         200
     );
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
@@ -375,7 +348,9 @@ async fn invalid_tokens_are_401() {
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (case, token) in cases {
-        let response = as_shopper(&app, Some(&token), Method::GET, "/cart/all/user_a", None).await;
+        let response = app
+            .as_shopper(Some(&token), Method::GET, "/cart/all/user_a", None)
+            .await;
         assert_eq!(response.status, 401, "{case}: {}", response.body);
         assert_eq!(response.body["message"], "invalid user token", "{case}");
     }
@@ -385,15 +360,14 @@ async fn invalid_tokens_are_401() {
         json!({"sub": "user_a", "iss": ISSUER, "aud": AUDIENCE, "exp": now() - 30}),
     );
     assert_eq!(
-        as_shopper(&app, Some(&recent), Method::GET, "/cart/all/user_a", None)
+        app.as_shopper(Some(&recent), Method::GET, "/cart/all/user_a", None)
             .await
             .status,
         200
     );
     // EdDSA tokens are accepted
     assert_eq!(
-        as_shopper(
-            &app,
+        app.as_shopper(
             Some(&token_for(&ed, "user_a")),
             Method::GET,
             "/cart/all/user_a",
@@ -414,19 +388,23 @@ async fn modes_decide_what_a_missing_token_means() {
 
     let optional = app_with(UserAuthMode::Optional, &url).await;
     assert_eq!(
-        as_shopper(&optional, None, Method::GET, "/cart/all/user_b", None)
+        optional
+            .as_shopper(None, Method::GET, "/cart/all/user_b", None)
             .await
             .status,
         200
     );
 
     let required = app_with(UserAuthMode::Required, &url).await;
-    let response = as_shopper(&required, None, Method::GET, "/cart/all/user_b", None).await;
+    let response = required
+        .as_shopper(None, Method::GET, "/cart/all/user_b", None)
+        .await;
     assert_eq!(response.status, 401);
     assert_eq!(response.body["message"], "user token required");
     // the catalog never needs a token
     assert_eq!(
-        as_shopper(&required, None, Method::GET, "/products/all", None)
+        required
+            .as_shopper(None, Method::GET, "/products/all", None)
             .await
             .status,
         200
@@ -437,7 +415,9 @@ async fn modes_decide_what_a_missing_token_means() {
 
     // off: the header is ignored, even when it is garbage
     let off = TestApp::new().await;
-    let response = as_shopper(&off, Some("garbage"), Method::GET, "/cart/all/anyone", None).await;
+    let response = off
+        .as_shopper(Some("garbage"), Method::GET, "/cart/all/anyone", None)
+        .await;
     assert_eq!(response.status, 200);
 }
 
@@ -448,8 +428,7 @@ async fn a_rotated_key_is_picked_up_without_restart() {
     jwks.publish(&old);
     let app = app_with(UserAuthMode::Required, &jwks.serve().await).await;
     assert_eq!(
-        as_shopper(
-            &app,
+        app.as_shopper(
             Some(&token_for(&old, "user_a")),
             Method::GET,
             "/cart/all/user_a",
@@ -463,14 +442,14 @@ async fn a_rotated_key_is_picked_up_without_restart() {
     let new = generate("key-2026", Algorithm::ES256);
     jwks.publish(&new);
     tokio::time::sleep(Duration::from_millis(250)).await; // past the refresh bound
-    let response = as_shopper(
-        &app,
-        Some(&token_for(&new, "user_a")),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper(
+            Some(&token_for(&new, "user_a")),
+            Method::GET,
+            "/cart/all/user_a",
+            None,
+        )
+        .await;
     assert_eq!(response.status, 200, "{}", response.body);
 }
 
@@ -482,7 +461,7 @@ async fn a_jwks_outage_does_not_stall_requests_and_cached_keys_keep_working() {
     let app = app_with(UserAuthMode::Required, &jwks.serve().await).await;
     let token = token_for(&key, "user_a");
     assert_eq!(
-        as_shopper(&app, Some(&token), Method::GET, "/cart/all/user_a", None)
+        app.as_shopper(Some(&token), Method::GET, "/cart/all/user_a", None)
             .await
             .status,
         200
@@ -491,21 +470,21 @@ async fn a_jwks_outage_does_not_stall_requests_and_cached_keys_keep_working() {
     jwks.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
-        as_shopper(&app, Some(&token), Method::GET, "/cart/all/user_a", None)
+        app.as_shopper(Some(&token), Method::GET, "/cart/all/user_a", None)
             .await
             .status,
         200
     );
     let unknown = generate("rsa-9", Algorithm::RS256);
     let started = Instant::now();
-    let response = as_shopper(
-        &app,
-        Some(&token_for(&unknown, "user_a")),
-        Method::GET,
-        "/cart/all/user_a",
-        None,
-    )
-    .await;
+    let response = app
+        .as_shopper(
+            Some(&token_for(&unknown, "user_a")),
+            Method::GET,
+            "/cart/all/user_a",
+            None,
+        )
+        .await;
     assert_eq!(response.status, 401);
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -515,8 +494,7 @@ async fn a_jwks_outage_does_not_stall_requests_and_cached_keys_keep_working() {
     // unknown kids cannot make the API hammer the JWKS endpoint
     let fetches = jwks.fetches.load(Ordering::SeqCst);
     for _ in 0..20 {
-        as_shopper(
-            &app,
+        app.as_shopper(
             Some(&token_for(&unknown, "user_a")),
             Method::GET,
             "/cart/all/user_a",
@@ -529,7 +507,7 @@ async fn a_jwks_outage_does_not_stall_requests_and_cached_keys_keep_working() {
         "refreshes are rate-limited"
     );
     assert_eq!(
-        as_shopper(&app, Some(&token), Method::GET, "/cart/all/user_a", None)
+        app.as_shopper(Some(&token), Method::GET, "/cart/all/user_a", None)
             .await
             .status,
         200

@@ -255,6 +255,38 @@ impl TestApp {
     }
 
     /// GET with the storefront key.
+    /// A request as a shopper's browser sends it: the storefront key and, when given, the end
+    /// user's token (`X-User-Token`).
+    pub async fn as_shopper(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        self.as_shopper_keyed(token, method, path, body, None).await
+    }
+
+    /// [`TestApp::as_shopper`] with an `Idempotency-Key` when given.
+    pub async fn as_shopper_keyed(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> TestResponse {
+        let auth = TestApp::bearer(&self.storefront_key);
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(token) = token {
+            headers.push(("x-user-token", token));
+        }
+        if let Some(key) = idempotency_key {
+            headers.push(("idempotency-key", key));
+        }
+        self.send(method, path, Some(&auth), body, &headers).await
+    }
+
     pub async fn get(&self, path: &str) -> TestResponse {
         let auth = Self::bearer(&self.storefront_key);
         self.send(Method::GET, path, Some(&auth), None, &[]).await

@@ -1289,17 +1289,15 @@ async fn stores_sharing_a_prefix_never_delete_each_others_topics() {
     assert_eq!(topics_on(&broker.bootstrap()), shared);
 }
 
-#[tokio::test]
-async fn namespace_deletion_removes_the_topics_though_the_credentials_secret_went_first() {
-    let broker = Broker::start();
-    let mut spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
+/// Store `shop` with `spec`, its Kafka credentials in the Secret `shop-kafka`, and its database Secret.
+async fn store_with_kafka_credentials(mut spec: PlamatioStoreSpec) -> FakeApi {
     if let Some(kafka) = spec.kafka.as_mut() {
         kafka.credentials_secret_ref = Some(plamatio_operator::crd::CredentialsSecretRef {
             name: "shop-kafka".to_owned(),
             ..Default::default()
         });
     }
-    let api = fake_api()
+    fake_api()
         .store(store("shop", spec))
         .secret(database_secret("shop"))
         .secret(secret(
@@ -1307,7 +1305,14 @@ async fn namespace_deletion_removes_the_topics_though_the_credentials_secret_wen
             &[("username", "shop"), ("password", "secret")],
         ))
         .build()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_the_topics_though_the_credentials_secret_went_first() {
+    let broker = Broker::start();
+    let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
+    let api = store_with_kafka_credentials(spec).await;
     let ctx = context(&api.client, settings());
     reconcile_in(&api, "shop", &ctx)
         .await
@@ -1500,20 +1505,8 @@ async fn a_sasl_store_deletion_uses_the_kept_credentials_when_its_secret_went_fi
     let mut spec = kafka_spec("shop", &bootstrap, DeletionPolicy::Delete);
     if let Some(kafka) = spec.kafka.as_mut() {
         kafka.security_protocol = Some(plamatio_operator::crd::SecurityProtocol::SaslPlaintext);
-        kafka.credentials_secret_ref = Some(plamatio_operator::crd::CredentialsSecretRef {
-            name: "shop-kafka".to_owned(),
-            ..Default::default()
-        });
     }
-    let api = fake_api()
-        .store(store("shop", spec))
-        .secret(database_secret("shop"))
-        .secret(secret(
-            "shop-kafka",
-            &[("username", "shop"), ("password", "secret")],
-        ))
-        .build()
-        .await;
+    let api = store_with_kafka_credentials(spec).await;
     let ctx = context(&api.client, settings());
     reconcile_in(&api, "shop", &ctx)
         .await

@@ -121,6 +121,33 @@ impl Identity {
 }
 
 /// Opens `GET /events/stream/{user}` and returns the response with its live body.
+/// Runs relay rounds (batch 500) until the outbox has nothing pending; panics past `limit`.
+async fn relay_until_drained(app: &TestApp, broker: &Broker, limit: Duration) {
+    let relay = Relay::new(
+        app.pool.clone(),
+        broker.kafka(),
+        RelaySettings {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        },
+        app.state.metrics.clone(),
+    )
+    .expect("relay producer");
+    let deadline = Instant::now() + limit;
+    loop {
+        let _ = relay.round().await;
+        let left = count(&app.pool, "SELECT count(*) FROM outbox_pending").await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} rows still pending after {limit:?}"
+        );
+    }
+}
+
 async fn open_stream(app: &TestApp, user: &str, token: Option<&str>) -> axum::response::Response {
     let mut request = Request::get(format!("/events/stream/{user}"))
         .header("authorization", format!("Bearer {}", app.storefront_key));
@@ -286,29 +313,7 @@ async fn an_oversized_event_never_blocks_other_keys() {
     let ids = outbox::append(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
 
-    let relay = Relay::new(
-        app.pool.clone(),
-        broker.kafka(),
-        RelaySettings {
-            batch_size: 500,
-            poll_interval: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-        },
-        app.state.metrics.clone(),
-    )
-    .expect("relay producer");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let _ = relay.round().await;
-        let left = count(&app.pool, "SELECT count(*) FROM outbox_pending").await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} rows still pending after 120 s"
-        );
-    }
+    relay_until_drained(&app, &broker, Duration::from_secs(120)).await;
 
     let messages = broker::consume(
         &broker.bootstrap(),
@@ -863,29 +868,7 @@ async fn a_row_for_an_invalid_topic_is_dead_lettered() {
         .collect();
     outbox::append(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
-    let relay = Relay::new(
-        app.pool.clone(),
-        broker.kafka(),
-        RelaySettings {
-            batch_size: 500,
-            poll_interval: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-        },
-        app.state.metrics.clone(),
-    )
-    .expect("relay producer");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let _ = relay.round().await;
-        let left = count(&app.pool, "SELECT count(*) FROM outbox_pending").await;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} rows still pending after 60 s"
-        );
-    }
+    relay_until_drained(&app, &broker, Duration::from_secs(60)).await;
     let messages = broker::consume(
         &broker.bootstrap(),
         "cart_updates",

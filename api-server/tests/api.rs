@@ -1,7 +1,8 @@
 //! The API's integration tests in one test binary (one compile of the harness and one link instead of
 //! one per file): every file of `tests/` is a module here, sharing the harness in `tests/common` (a
 //! database of its own per test, the router built as `serve` builds it, a real tansu broker, the real
-//! binary). The exception is `observability.rs`, a test target of its own (see there why).
+//! binary). The exceptions are `observability.rs` and `database.rs`, test targets of their own because
+//! they observe process-wide state (tracing's callsite cache, every open socket; see there).
 
 mod common;
 
@@ -12,7 +13,6 @@ mod cache;
 mod cart;
 mod categories;
 mod contract;
-mod database;
 mod edge;
 mod events;
 mod orders;

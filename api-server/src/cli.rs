@@ -18,16 +18,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::auth::{self, ApiKeys, Scope};
 use crate::cache::{self, Cache};
-use crate::config::{Cli, Command, EventsCommand, KeysCommand, LogFormat, ServeConfig};
+use crate::config::{Cli, Command, EventsCommand, KeysCommand, ServeConfig};
 use crate::events::ingest::IngestQuota;
 use crate::events::relay::{self, Relay, RelaySettings};
-use crate::identity::{UserAuthMode, UserTokens};
+use crate::http::auth::{self, ApiKeys, Scope};
+use crate::http::idempotency;
+use crate::http::identity::{UserAuthMode, UserTokens};
+use crate::http::layers::{self, EdgeConfig};
+use crate::http::ratelimit::{self, RateLimits};
 use crate::metrics::Metrics;
-use crate::middleware::{self, EdgeConfig};
-use crate::ratelimit::{self, RateLimits};
-use crate::{AppState, db, events, idempotency, telemetry};
+use crate::telemetry::LogFormat;
+use crate::{AppState, db, events, telemetry};
 
 /// Runs the command given on the command line.
 pub async fn run() -> anyhow::Result<()> {
@@ -102,7 +104,7 @@ fn warn_about_exposure(config: &ServeConfig, keys: &ApiKeys) {
         );
     }
     for pattern in edge_config(config).cors_origins {
-        if middleware::is_unpinned_shared_host_pattern(&pattern) {
+        if layers::is_unpinned_shared_host_pattern(&pattern) {
             tracing::warn!(
                 pattern = %pattern,
                 "CORS origin pattern matches anyone's project on a shared hosting domain; pin the \

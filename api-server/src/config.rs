@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::auth::Scope;
 use crate::events::kafka::KafkaConfig;
 use crate::events::stream::StreamLimits;
-use crate::identity::UserAuthConfig;
+use crate::http::auth::Scope;
+use crate::http::identity::UserAuthConfig;
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "plamatio-api", version, about = "Plamatio store API")]
@@ -90,12 +91,6 @@ impl DatabaseConfig {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.database_acquire_timeout_ms)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Clone, Args)]

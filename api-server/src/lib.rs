@@ -9,39 +9,33 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub mod auth;
 pub mod cache;
 pub mod cart;
 pub mod categories;
 pub mod cli;
 pub mod config;
-pub mod core;
 pub mod db;
 pub mod error;
 pub mod events;
-pub mod idempotency;
-pub mod identity;
+pub mod http;
 pub mod limits;
 pub mod metrics;
-pub mod middleware;
-pub mod openapi;
 pub mod orders;
-pub mod pagination;
 pub mod products;
-pub mod ratelimit;
+pub mod service_endpoints;
 pub mod telemetry;
 pub mod users;
-pub mod web;
 
-use crate::core::Readiness;
-use auth::ApiKeys;
 use cache::Cache;
 use events::ingest::IngestQuota;
 use events::stream::{StreamHub, StreamLimits};
-use identity::UserTokens;
+use http::auth::ApiKeys;
+use http::identity::UserTokens;
+use http::layers::{self, EdgeConfig};
+use http::ratelimit::RateLimits;
+use http::{idempotency, openapi, ratelimit};
 use metrics::Metrics;
-use middleware::EdgeConfig;
-use ratelimit::RateLimits;
+use service_endpoints::Readiness;
 
 /// Everything a request handler needs, shared by all requests. Cloned several times per request
 /// (router, extractors, route layers), so it is one reference count: a clone is one atomic
@@ -133,7 +127,7 @@ impl FromRef<AppState> for Arc<ApiKeys> {
 /// Every route of the API with its OpenAPI description.
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .merge(core::router())
+        .merge(service_endpoints::router())
         .merge(products::router())
         .merge(categories::router())
         .merge(cart::router())
@@ -162,8 +156,8 @@ pub fn app(state: AppState, edge: &EdgeConfig) -> Router {
             state.clone(),
             ratelimit::limit,
         ))
-        .fallback(middleware::endpoint_not_found)
+        .fallback(layers::endpoint_not_found)
         .with_state(state);
     let metrics = edge.http_metrics.then(|| state_metrics.clone());
-    middleware::wrap(router, edge, metrics)
+    layers::wrap(router, edge, metrics)
 }

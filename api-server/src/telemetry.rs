@@ -18,7 +18,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, filter};
 
-use crate::config::LogFormat;
+/// How log lines are written: human-readable, or one JSON object per line for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
 
 /// What `init` set up; `shutdown` flushes the spans still queued.
 pub struct Telemetry {

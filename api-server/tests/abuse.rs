@@ -20,7 +20,7 @@ use plamatio_api::events::ingest::IngestQuota;
 use plamatio_api::events::outbox::{self, AppendError, OutboxEvent, Topic};
 use plamatio_api::events::relay::{Relay, RelaySettings};
 use plamatio_api::events::stream::StreamLimits;
-use plamatio_api::identity::{UserAuthConfig, UserAuthMode, UserTokens};
+use plamatio_api::http::identity::{UserAuthConfig, UserAuthMode, UserTokens};
 use plamatio_api::{AppState, cart, categories, limits, orders, products, users};
 use serde_json::{Value, json};
 use sqlx::PgPool;

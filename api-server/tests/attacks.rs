@@ -17,7 +17,7 @@ use axum::http::{Method, Request};
 use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_for, token_with};
 use common::{TestApp, TestResponse, new_database_name, serve_config};
 use jsonwebtoken::Algorithm;
-use plamatio_api::identity::UserTokens;
+use plamatio_api::http::identity::UserTokens;
 use serde_json::json;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_plamatio-api");
@@ -845,7 +845,7 @@ fn serve_warns_when_user_auth_is_off_while_a_storefront_key_is_configured() {
 
     let admin_only = format!(
         "admin:{}",
-        plamatio_api::auth::digest_hex(&plamatio_api::auth::generate_key())
+        plamatio_api::http::auth::digest_hex(&plamatio_api::http::auth::generate_key())
     );
     let log = serve_log(&[("PLAMATIO_API_KEYS", admin_only.as_str())]);
     assert!(!log.contains(warning), "{log}");

@@ -29,7 +29,7 @@ fn keys_generate_prints_a_key_and_its_digest() {
     let key = field("key:");
     let digest = field("digest:");
     assert!(key.starts_with("plm_") && key.len() == 68, "{key}");
-    assert_eq!(digest, plamatio_api::auth::digest_hex(&key));
+    assert_eq!(digest, plamatio_api::http::auth::digest_hex(&key));
     assert_eq!(
         field("config:"),
         format!("PLAMATIO_API_KEYS=admin:{digest}")

@@ -7,7 +7,7 @@ use clap::{CommandFactory, ValueEnum};
 use plamatio_api::config::Cli;
 use plamatio_api::events::kafka::{SaslMechanism, SecurityProtocol};
 use plamatio_api::events::outbox::Topic;
-use plamatio_api::identity::UserAuthMode;
+use plamatio_api::http::identity::UserAuthMode;
 use plamatio_contract::{env, sasl_mechanism, security_protocol, topics, user_auth};
 
 fn names<T: ValueEnum>() -> Vec<String> {

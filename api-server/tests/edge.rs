@@ -527,7 +527,7 @@ async fn openapi_references_all_resolve() {
 
 #[tokio::test]
 async fn a_request_over_the_timeout_is_504_deadline_exceeded() {
-    use plamatio_api::middleware::EdgeConfig;
+    use plamatio_api::http::layers::EdgeConfig;
     let app = TestApp::new().await;
     let edge = EdgeConfig {
         cors_origins: vec![],

@@ -24,8 +24,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use plamatio_api::config::LogFormat;
 use plamatio_api::telemetry;
+use plamatio_api::telemetry::LogFormat;
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request};
 use common::{TestApp, TestResponse};
-use plamatio_api::ratelimit::RateLimits;
+use plamatio_api::http::ratelimit::RateLimits;
 use serde_json::{Value, json};
 
 async fn seed_shopper(app: &TestApp) {
@@ -197,7 +197,7 @@ async fn a_duplicate_waits_for_the_first_and_gets_409_if_it_never_finishes() {
     let app = TestApp::new().await;
     seed_shopper(&app).await;
     // simulate a first request that is still running: a claimed, uncompleted record
-    let key_id = &plamatio_api::auth::digest_hex(&app.storefront_key)[..12];
+    let key_id = &plamatio_api::http::auth::digest_hex(&app.storefront_key)[..12];
     let body = checkout();
     let started = std::time::Instant::now();
     let first = keyed(&app, Method::POST, "/orders/detailed/add", "slow", &body).await;
@@ -367,7 +367,7 @@ async fn bad_limits_and_cursors_are_400() {
         );
     }
     // the users list takes string cursors
-    let cursor = plamatio_api::pagination::encode_cursor("user_0");
+    let cursor = plamatio_api::http::pagination::encode_cursor("user_0");
     let response = app
         .admin(
             Method::GET,

@@ -3,7 +3,7 @@
 //! read with `EXPLAIN` of exactly the text the API runs — must use their indexes, and the routes must
 //! still answer correctly. Timings belong to the benchmarks (`e2e/bench`), not here.
 
-use plamatio_api::pagination::Page;
+use plamatio_api::http::pagination::Page;
 use plamatio_api::products::{db as products_db, model as products_model};
 use serde_json::Value;
 use sqlx::{Acquire, AssertSqlSafe};

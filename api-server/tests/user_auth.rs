@@ -12,7 +12,7 @@ use axum::http::Method;
 use common::TestApp;
 use common::identity::{AUDIENCE, ISSUER, Jwks, generate, now, token_for, token_with};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use plamatio_api::identity::{UserAuthConfig, UserAuthMode, UserTokens};
+use plamatio_api::http::identity::{UserAuthConfig, UserAuthMode, UserTokens};
 use serde_json::{Value, json};
 
 async fn app_with(mode: UserAuthMode, jwks_url: &str) -> TestApp {

@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{CartItem, ValidCartItem};
-use crate::pagination::Page;
+use crate::http::pagination::Page;
 
 #[tracing::instrument(name = "db.cart.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 

@@ -16,12 +16,12 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
-use crate::identity::Shopper;
+use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use crate::http::identity::Shopper;
+use crate::http::pagination::{self, PageQuery};
 use crate::limits;
-use crate::pagination::{self, PageQuery};
 use crate::products;
 use crate::users;
-use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{CartItem, CartItemRequest, CartItemsRequest, ValidCartItem};
 
 /// Cache keys of this domain (names kept from the original service).

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::pagination::Keyed;
+use crate::http::pagination::Keyed;
 
 use crate::error::ApiError;
 use crate::limits::{self, check_length};

@@ -3,7 +3,7 @@
 use sqlx::{PgExecutor, PgPool};
 
 use super::model::{Category, SubCategory};
-use crate::pagination::Page;
+use crate::http::pagination::Page;
 
 macro_rules! select_categories {
     () => {

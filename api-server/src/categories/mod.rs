@@ -9,11 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Storefront;
 use crate::cache::{CacheKey, DEFAULT_TTL};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::pagination::{self, PageQuery};
-use crate::web::{DataList, JsonBytes, PathParams};
+use crate::http::auth::Storefront;
+use crate::http::extract::{DataList, JsonBytes, PathParams};
+use crate::http::pagination::{self, PageQuery};
 use model::{Category, SubCategory};
 
 /// Cache keys of this domain.

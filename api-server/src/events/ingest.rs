@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::outbox::{self, OutboxEvent, Topic};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::identity::Shopper;
+use crate::http::identity::Shopper;
 
 /// Most events in one request.
 pub const MAX_EVENTS: usize = 500;

@@ -22,8 +22,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::identity::Shopper;
-use crate::web::{JsonBody, PathParams};
+use crate::http::extract::{JsonBody, PathParams};
+use crate::http::identity::Shopper;
 pub use outbox::{OutboxEvent, Topic};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -118,7 +118,7 @@ async fn stream_user_events(
     // A bound caller's token was verified by the `Shopper` extractor; the stream must not outlive it.
     let token_expires_at = if shopper.is_bound() {
         headers
-            .get(crate::identity::USER_TOKEN_HEADER)
+            .get(crate::http::identity::USER_TOKEN_HEADER)
             .and_then(|value| value.to_str().ok())
             .and_then(stream::verified_token_expiry)
     } else {

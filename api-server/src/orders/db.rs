@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Order, OrderItem, ValidLine, ValidOrder};
-use crate::pagination::Page;
+use crate::http::pagination::Page;
 
 macro_rules! order_columns {
     () => {

@@ -20,16 +20,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Scope;
 use crate::cache::CacheKey;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
-use crate::identity::Shopper;
+use crate::http::auth::Scope;
+use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use crate::http::identity::Shopper;
+use crate::http::pagination::{self, Page, PageQuery};
 use crate::limits;
-use crate::pagination::{self, Page, PageQuery};
 use crate::products;
 use crate::users;
-use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{
     DetailedOrder, DetailedOrderRequest, Order, OrderItem, OrderItemRequest, OrderRequest,
     ValidLine, ValidOrder,

@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use crate::pagination::Keyed;
+use crate::http::pagination::Keyed;
 
 use crate::error::ApiError;
 use crate::limits::{self, check_length};

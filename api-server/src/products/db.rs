@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Product, ValidProduct};
-use crate::pagination::Page;
+use crate::http::pagination::Page;
 
 /// The columns of a `Product`, from `products p`.
 macro_rules! product_columns {

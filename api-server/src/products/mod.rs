@@ -13,14 +13,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{Admin, Storefront};
 use crate::cache::{CacheKey, PRODUCT_TTL};
 use crate::cart;
 use crate::categories;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
-use crate::pagination::{self, PageQuery};
-use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use crate::http::auth::{Admin, Storefront};
+use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use crate::http::pagination::{self, PageQuery};
 use model::{Product, ProductRequest, ValidProduct};
 
 /// Cache keys of this domain (names kept from the original service).

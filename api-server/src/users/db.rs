@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use super::model::{Address, User, ValidAddress};
-use crate::pagination::Page;
+use crate::http::pagination::Page;
 
 macro_rules! select_users {
     () => {

@@ -12,14 +12,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::Admin;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
-use crate::identity::Shopper;
+use crate::http::auth::Admin;
+use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
+use crate::http::identity::Shopper;
+use crate::http::pagination::{self, PageQuery};
 use crate::limits;
-use crate::pagination::{self, PageQuery};
-use crate::web::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
 
 /// Cache keys of this domain.

@@ -11,9 +11,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use clap::Parser;
 use http_body_util::BodyExt;
-use plamatio_api::auth::{ApiKeys, Scope, generate_key};
 use plamatio_api::cache::Cache;
 use plamatio_api::config::{Cli, Command, ServeConfig};
+use plamatio_api::http::auth::{ApiKeys, Scope, generate_key};
 use plamatio_api::metrics::Metrics;
 use plamatio_api::{AppState, cli, db};
 use serde_json::Value;
@@ -136,8 +136,8 @@ impl TestApp {
         let admin_key = generate_key();
         let keys = format!(
             "storefront:{},admin:{}",
-            plamatio_api::auth::digest_hex(&storefront_key),
-            plamatio_api::auth::digest_hex(&admin_key)
+            plamatio_api::http::auth::digest_hex(&storefront_key),
+            plamatio_api::http::auth::digest_hex(&admin_key)
         );
         let mut all_flags = vec!["--api-keys", keys.as_str()];
         all_flags.extend_from_slice(flags);

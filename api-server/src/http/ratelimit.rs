@@ -26,8 +26,8 @@ use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::AppState;
-use crate::auth::Scope;
 use crate::error::error_response;
+use crate::http::auth::Scope;
 
 type KeyedLimiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;

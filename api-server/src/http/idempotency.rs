@@ -27,9 +27,9 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::AppState;
-use crate::auth::Scope;
 use crate::error::ApiError;
-use crate::middleware::BODY_LIMIT_BYTES;
+use crate::http::auth::Scope;
+use crate::http::layers::BODY_LIMIT_BYTES;
 
 const HEADER: &str = "idempotency-key";
 /// How long a duplicate waits for the first request: the contract's 10 s, less a margin so that the

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::cache::{Cache, CacheKey};
 use crate::error::{ApiError, ApiResult};
-use crate::web::{DataList, JsonBytes};
+use crate::http::extract::{DataList, JsonBytes};
 
 /// Largest page.
 pub const MAX_LIMIT: i64 = 500;

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::web::JsonBytes;
+use crate::http::extract::JsonBytes;
 
 const INFO: &str = "This is Plamatio Backend REST API. For more information, check: https://github.com/pranav-kural/plamatio-backend";
 

@@ -29,10 +29,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::auth::{Caller, Scope, Storefront};
 use crate::cache::{Cache, CacheKey};
 use crate::error::{ApiError, ApiResult};
-use crate::web::JsonBytes;
+use crate::http::auth::{Caller, Scope, Storefront};
+use crate::http::extract::JsonBytes;
 
 /// Header carrying the shopper's session token.
 pub const USER_TOKEN_HEADER: &str = "x-user-token";
@@ -443,7 +443,7 @@ impl Shopper {
 
 impl<S> FromRequestParts<S> for Shopper
 where
-    Arc<crate::auth::ApiKeys>: FromRef<S>,
+    Arc<crate::http::auth::ApiKeys>: FromRef<S>,
     Option<Arc<UserTokens>>: FromRef<S>,
     S: Send + Sync,
 {

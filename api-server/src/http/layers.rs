@@ -212,7 +212,7 @@ fn cors_layer(config: &EdgeConfig) -> CorsLayer {
             X_REQUEST_ID,
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("traceparent"),
-            HeaderName::from_static(crate::identity::USER_TOKEN_HEADER),
+            HeaderName::from_static(crate::http::identity::USER_TOKEN_HEADER),
         ])
         .expose_headers([
             X_REQUEST_ID,

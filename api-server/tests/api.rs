@@ -15,6 +15,7 @@ mod categories;
 mod contract;
 mod edge;
 mod events;
+mod openapi;
 mod orders;
 mod production_edge;
 mod products;

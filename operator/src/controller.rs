@@ -11,14 +11,17 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
@@ -31,9 +34,12 @@ use crate::build::{
     BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
     StoreIdentity, build_children, hex_sha256,
 };
+use crate::cache::{ChildCache, cached_form};
 use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreSpec, PlamatioStoreStatus};
 use crate::error::{Error, Result};
-use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics, topics_to_delete};
+use crate::kafka::{
+    KafkaAdmins, KafkaConnection, delete_topics, reconcile_topics, topics_to_delete,
+};
 use crate::metrics::Metrics;
 use crate::secrets::{referenced_secret_names, resolve_kafka_credentials, resolve_secrets};
 use crate::status::{
@@ -104,6 +110,10 @@ pub struct Context {
     deletion_credentials: Mutex<HashMap<String, (String, String)>>,
     /// Each store's failed migration Jobs in a row: the uid of the last one counted and the count.
     migration_failures: Mutex<HashMap<String, (String, u32)>>,
+    /// Every store's children, as the watches last reported them.
+    pub children: ChildCache,
+    /// One Kafka admin client per cluster and identity, shared by stores and reconciles.
+    pub kafka_admins: KafkaAdmins,
 }
 
 impl Context {
@@ -121,13 +131,61 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            settings,
             failures: Mutex::new(HashMap::new()),
             last_drift_repair: Mutex::new(HashMap::new()),
             last_ready_topics: Mutex::new(HashMap::new()),
             deletion_credentials: Mutex::new(HashMap::new()),
             migration_failures: Mutex::new(HashMap::new()),
+            children: ChildCache::new(&settings.watch_namespaces),
+            kafka_admins: KafkaAdmins::default(),
+            settings,
         }
+    }
+
+    /// Forgets everything kept in memory for the store `key` (`namespace/name`): it was deleted.
+    pub fn forget_store(&self, key: &str) {
+        self.retain_stores(|kept| kept != key);
+    }
+
+    /// Keeps what is remembered only for the stores `keep` says yes to (the periodic sweep passes
+    /// the stores that still exist, so a store deleted without a reconcile leaves nothing behind).
+    pub fn retain_stores(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.last_drift_repair.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.last_ready_topics.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.deletion_credentials.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.migration_failures.lock() {
+            map.retain(|key, _| keep(key));
+        }
+    }
+
+    /// How many stores something is remembered for (bounded by the live stores).
+    pub fn remembered_stores(&self) -> usize {
+        let mut keys = BTreeSet::new();
+        if let Ok(map) = self.failures.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.last_drift_repair.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.last_ready_topics.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.deletion_credentials.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.migration_failures.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        keys.len()
     }
 
     /// Counts a failed migration Job once (by uid) and returns the failures in a row.
@@ -570,13 +628,12 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// The store's children from the watches' caches (no list call).
     async fn observe(&self) -> Result<ObservedChildren> {
-        ObservedChildren::list(
-            &self.ctx.client,
-            &self.identity.namespace,
-            &self.identity.name,
-        )
-        .await
+        self.ctx
+            .children
+            .children_of(&self.identity.namespace, &self.identity.name)
+            .await
     }
 
     /// The children the spec asks for, given the live replica count and its owners.
@@ -696,7 +753,7 @@ impl<'a> Pass<'a> {
         {
             return previous;
         }
-        match reconcile_topics(&connection, &desired_topics).await {
+        match reconcile_topics(&self.ctx.kafka_admins, &connection, &desired_topics).await {
             Ok(report) => {
                 self.ctx
                     .record_topic_check(&self.key, fingerprint, report.all_ready());
@@ -911,6 +968,7 @@ async fn handle_deletion(
     ctx: &Context,
 ) -> Result<Action> {
     if !has_finalizer(store) {
+        ctx.forget_store(&store_key(identity));
         return Ok(Action::await_change());
     }
     let remaining: Vec<String> = store
@@ -930,7 +988,7 @@ async fn handle_deletion(
             .await?;
         match KafkaConnection::for_spec(&store.spec, credentials, ctx.settings.kafka_timeout) {
             Some(connection) if store.spec.deletion_policy() == DeletionPolicy::Delete => {
-                delete_topics(&connection, &topics).await?;
+                delete_topics(&ctx.kafka_admins, &connection, &topics).await?;
                 Ok(topics)
             }
             _ => Ok(Vec::new()),
@@ -940,7 +998,7 @@ async fn handle_deletion(
     match outcome {
         Ok(topics) => {
             set_finalizers(api, store, remaining, ctx).await?;
-            ctx.keep_deletion_credentials(&store_key(identity), None);
+            ctx.forget_store(&store_key(identity));
             let note = if topics.is_empty() {
                 "no topic deleted: the store created none that no other store asks for".to_owned()
             } else {
@@ -972,7 +1030,7 @@ async fn handle_deletion(
                 )
                 .await;
                 set_finalizers(api, store, remaining, ctx).await?;
-                ctx.keep_deletion_credentials(&store_key(identity), None);
+                ctx.forget_store(&store_key(identity));
                 return Ok(Action::await_change());
             }
             Err(error)
@@ -993,22 +1051,26 @@ pub fn error_policy(store: Arc<PlamatioStore>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-/// Stores in the Secret's namespace that reference it.
-fn stores_referencing(
+/// Stores in the Secret's namespace that reference it by name (the watch sees only the Secret's
+/// metadata: its name, namespace and resourceVersion are all a rotation needs).
+pub fn stores_referencing(
     reader: &kube::runtime::reflector::Store<PlamatioStore>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<PlamatioStore>> {
     let name = secret.name_any();
     let namespace = secret.namespace();
     reader
-        .state()
-        .iter()
-        .filter(|store| {
+        .state_filter(|store| {
             store.namespace() == namespace && referenced_secret_names(&store.spec).contains(&name)
         })
+        .iter()
         .map(|store| ObjectRef::from_obj(store.as_ref()))
         .collect()
 }
+
+/// How often memory kept per store is swept of stores that no longer exist (a store deleted
+/// without a finalizer is never reconciled again).
+const FORGET_DELETED_STORES_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until `shutdown` resolves: watches stores, their children and referenced
 /// Secrets — cluster-wide, or in each of `settings.watch_namespaces` (one controller per namespace,
@@ -1051,20 +1113,30 @@ async fn run_in(
     let client = context.client.clone();
     let scope = namespace.as_deref();
     let metrics = Arc::clone(&context.metrics);
-    let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
         scoped::<PlamatioStore>(&client, scope),
         watcher::Config::default(),
     );
     let reader = controller.store();
     info!(namespace = scope.unwrap_or("(all)"), "watching stores");
+    let Some(writers) = context.children.take_writers(scope) else {
+        warn!("child caches already fed by another controller; not starting");
+        return;
+    };
+    let mut controller = controller;
+    for (kind, writer) in writers {
+        controller = controller.owns_stream_with(
+            child_watch(&client, scope, kind, writer),
+            kind.api_resource(),
+        );
+    }
+    let sweep = forget_deleted_stores(Arc::clone(&context), controller.store(), namespace.clone());
+    let sweep = tokio::spawn(sweep);
     controller
-        .owns(scoped::<Deployment>(&client, scope), children.clone())
-        .owns(scoped::<Job>(&client, scope), children.clone())
-        .owns(scoped::<Service>(&client, scope), children.clone())
-        .owns(scoped::<ConfigMap>(&client, scope), children)
+        // `PartialObjectMeta`: a metadata-only watch, so Secret values never enter the operator's
+        // memory through it (they are read by name, only for the stores that reference them).
         .watches(
-            scoped::<Secret>(&client, scope),
+            scoped::<PartialObjectMeta<Secret>>(&client, scope),
             watcher::Config::default(),
             move |secret| stores_referencing(&reader, &secret),
         )
@@ -1092,4 +1164,59 @@ async fn run_in(
             }
         })
         .await;
+    sweep.abort();
+}
+
+/// The watch of one child kind: children of any store (by the managed-by label), kept in the
+/// kind's cache in the form [`cached_form`] gives it.
+fn child_watch(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: ChildKind,
+    writer: Writer<DynamicObject>,
+) -> impl futures::Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static
+{
+    let resource = kind.api_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    watcher(api, config)
+        .default_backoff()
+        .modify(move |object| cached_form(kind, object))
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Every minute, forgets what is kept in memory for stores the watch no longer has.
+async fn forget_deleted_stores(
+    context: Arc<Context>,
+    stores: kube::runtime::reflector::Store<PlamatioStore>,
+    namespace: Option<String>,
+) {
+    let mut every = tokio::time::interval(FORGET_DELETED_STORES_EVERY);
+    loop {
+        every.tick().await;
+        if stores.wait_until_ready().await.is_err() {
+            return;
+        }
+        let live: BTreeSet<String> = stores
+            .state()
+            .iter()
+            .map(|store| {
+                format!(
+                    "{}/{}",
+                    store.namespace().unwrap_or_default(),
+                    store.name_any()
+                )
+            })
+            .collect();
+        context.retain_stores(|key| {
+            let in_scope = namespace
+                .as_ref()
+                .is_none_or(|namespace| key.starts_with(&format!("{namespace}/")));
+            !in_scope || live.contains(key)
+        });
+    }
 }

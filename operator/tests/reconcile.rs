@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::broker::{Broker, free_port};
 use common::{
-    DATABASE_URL, FakeApi, NAMESPACE, Refusal, context, database_secret, fake_api, minimal_spec,
-    secret, settings, store,
+    DATABASE_URL, FakeApi, NAMESPACE, Refusal, context, database_secret, deliver_watches, fake_api,
+    minimal_spec, secret, settings, store,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -22,15 +22,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use plamatio_operator::build::CONFIG_HASH_ANNOTATION;
+use plamatio_operator::build::ChildKind;
 use plamatio_operator::build::names::migration_job_name;
 use plamatio_operator::controller::{TOPICS_FINALIZER, error_policy, reconcile};
 use plamatio_operator::crd::{
     ApiSpec, AutoscalingSpec, DeletionPolicy, KafkaSpec, MetricsSinkSpec, MigrationMode,
     ObservabilitySpec, PlamatioStore, PlamatioStoreSpec, TopicsSpec,
 };
-use plamatio_operator::kafka::{KafkaConnection, reconcile_topics};
+use plamatio_operator::kafka::{KafkaAdmins, KafkaConnection, reconcile_topics};
 use plamatio_operator::status::{self, find_condition};
 use serde_json::json;
 
@@ -49,6 +50,7 @@ async fn reconcile_in(
     ctx: &Arc<plamatio_operator::controller::Context>,
 ) -> plamatio_operator::Result<kube::runtime::controller::Action> {
     let latest = fetch_store(&api.client, name).await;
+    deliver_watches(api, ctx).await;
     reconcile(Arc::new(latest), Arc::clone(ctx)).await
 }
 
@@ -58,7 +60,9 @@ async fn reconcile_latest(
     settings: plamatio_operator::controller::Settings,
 ) -> plamatio_operator::Result<kube::runtime::controller::Action> {
     let latest = fetch_store(&api.client, name).await;
-    reconcile(Arc::new(latest), context(&api.client, settings)).await
+    let ctx = context(&api.client, settings);
+    deliver_watches(api, &ctx).await;
+    reconcile(Arc::new(latest), ctx).await
 }
 
 fn condition(store: &PlamatioStore, type_: &str) -> (String, String) {
@@ -767,7 +771,7 @@ async fn deleting_a_store_with_the_delete_policy_deletes_its_topics_then_the_fin
     let broker = Broker::start();
     let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
     let connection = KafkaConnection::for_spec(&spec, None, Duration::from_secs(5)).expect("kafka");
-    reconcile_topics(&connection, &spec.desired_topics())
+    reconcile_topics(&KafkaAdmins::default(), &connection, &spec.desired_topics())
         .await
         .expect("topics exist");
 
@@ -784,7 +788,7 @@ async fn deleting_a_store_with_the_delete_policy_deletes_its_topics_then_the_fin
         remaining.as_ref().is_none_or(|f| f.is_empty()),
         "finalizer removed: {remaining:?}"
     );
-    let report = reconcile_topics(&connection, &[])
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &[])
         .await
         .expect("broker reachable");
     assert!(report.topics.is_empty());
@@ -1378,8 +1382,9 @@ async fn every_patch_names_the_operator_as_its_field_manager() {
 }
 
 #[tokio::test]
-async fn children_are_listed_never_read_one_by_one() {
-    // The RBAC grants `list` but no `get` on child kinds; only Secrets and stores are read by name.
+async fn children_are_read_from_the_caches_never_listed_nor_read_one_by_one() {
+    // The RBAC grants `list`/`watch` (for the watches) but no `get` on child kinds; only Secrets and
+    // stores are read by name, and a reconcile lists nothing.
     let mut spec = minimal_spec("shop");
     spec.api = Some(ApiSpec {
         autoscaling: Some(AutoscalingSpec {
@@ -1417,6 +1422,7 @@ async fn children_are_listed_never_read_one_by_one() {
         .filter(|read| *read != "shops/shop" && *read != "shops/shop-database")
         .collect();
     assert_eq!(by_name, Vec::<&String>::new());
+    assert_eq!(api.bodies.lists(), Vec::<Option<String>>::new());
 }
 
 #[tokio::test]
@@ -1646,5 +1652,239 @@ async fn cluster_wide_mode_lists_stores_across_namespaces_for_a_deletion() {
         api.bodies.lists().contains(&None),
         "{:?}",
         api.bodies.lists()
+    );
+}
+
+#[tokio::test]
+async fn a_noop_reconcile_makes_zero_list_calls_and_zero_writes() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("first");
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx).await.expect("second");
+    api.writes.take();
+    let lists_before = api.bodies.lists().len();
+
+    reconcile_in(&api, "shop", &ctx).await.expect("resync");
+    assert_eq!(api.bodies.lists().len(), lists_before, "no list call");
+    assert_eq!(api.writes.take(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_reconcile_on_a_stale_cache_writes_nothing_the_server_already_has() {
+    // The watches lag behind writes: a reconcile that does not yet see the children it applied
+    // applies them again, and the API server answers an unchanged apply without a write.
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    deliver_watches(&api, &ctx).await;
+    let latest = Arc::new(fetch_store(&api.client, "shop").await);
+    reconcile(Arc::clone(&latest), Arc::clone(&ctx))
+        .await
+        .expect("first");
+    api.writes.take();
+
+    // No watch event delivered: the caches still hold no child.
+    reconcile(
+        Arc::new(fetch_store(&api.client, "shop").await),
+        Arc::clone(&ctx),
+    )
+    .await
+    .expect("stale");
+    let writes = api.writes.take();
+    assert!(
+        writes
+            .iter()
+            .filter(|w| !w.contains("Event") && !w.starts_with("patch_status"))
+            .all(|w| w.starts_with("apply-unchanged")),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_caches_keep_what_a_reconcile_reads_and_no_more() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    deliver_watches(&api, &ctx).await;
+
+    let config_map = ctx
+        .children
+        .cached(NAMESPACE, ChildKind::ConfigMap, "shop-api")
+        .expect("ConfigMap cached");
+    assert_eq!(config_map.data, json!({}), "a ConfigMap's data is not kept");
+    assert!(config_map.metadata.managed_fields.is_none());
+    assert!(
+        config_map
+            .annotations()
+            .contains_key(plamatio_operator::build::APPLIED_HASH_ANNOTATION),
+        "the applied hash is kept"
+    );
+    assert!(!config_map.owner_references().is_empty(), "owners are kept");
+
+    let deployment = ctx
+        .children
+        .cached(NAMESPACE, ChildKind::Deployment, "shop-api")
+        .expect("Deployment cached");
+    assert!(
+        deployment.metadata.managed_fields.is_some(),
+        "the replica handover reads the Deployment's managedFields"
+    );
+    assert!(deployment.data.get("spec").is_some());
+}
+
+#[tokio::test]
+async fn a_secret_event_maps_only_to_the_stores_that_reference_that_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+    use plamatio_operator::controller::stores_referencing;
+
+    let mut shared = minimal_spec("shop");
+    shared.database.url_secret_ref.name = "shared-database".to_owned();
+    let mut elsewhere = store("shop", shared.clone());
+    elsewhere.metadata.namespace = Some("outlets".to_owned());
+    let stores = [
+        store("shop", shared.clone()),
+        store("outlet", shared),
+        store("kiosk", minimal_spec("kiosk")),
+        elsewhere,
+    ];
+    let (reader, mut writer) = reflector::store::<PlamatioStore>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for store in stores {
+        writer.apply_watcher_event(&watcher::Event::InitApply(store));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+
+    let secret_event = |name: &str| {
+        let mut meta = PartialObjectMeta::<Secret>::default();
+        meta.metadata.name = Some(name.to_owned());
+        meta.metadata.namespace = Some(NAMESPACE.to_owned());
+        meta
+    };
+    let mut triggered: Vec<String> = stores_referencing(&reader, &secret_event("shared-database"))
+        .into_iter()
+        .map(|store| format!("{}/{}", store.namespace.unwrap_or_default(), store.name))
+        .collect();
+    triggered.sort();
+    assert_eq!(triggered, ["shops/outlet", "shops/shop"]);
+    assert!(stores_referencing(&reader, &secret_event("unrelated")).is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_store_leaves_nothing_in_the_operators_memory() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert_eq!(ctx.remembered_stores(), 1, "drift repair clock started");
+
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("deletion");
+    assert_eq!(ctx.remembered_stores(), 0);
+}
+
+#[tokio::test]
+async fn the_sweep_forgets_stores_deleted_without_a_reconcile() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .store(store("outlet", minimal_spec("outlet")))
+        .secret(database_secret("shop"))
+        .secret(database_secret("outlet"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("shop");
+    reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+    assert_eq!(ctx.remembered_stores(), 2);
+
+    ctx.retain_stores(|key| key == "shops/outlet");
+    assert_eq!(ctx.remembered_stores(), 1);
+}
+
+#[tokio::test]
+async fn stores_on_one_kafka_cluster_share_one_admin_client_across_reconciles() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .store(store(
+            "outlet",
+            kafka_spec("outlet", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .secret(database_secret("outlet"))
+        .build()
+        .await;
+    let mut settings = settings();
+    settings.topic_resync_interval = Duration::ZERO;
+    let ctx = context(&api.client, settings);
+    for _ in 0..2 {
+        reconcile_in(&api, "shop", &ctx).await.expect("shop");
+        reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+    }
+    let shop = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&shop, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+    assert_eq!(ctx.kafka_admins.created(), 1, "one client for one cluster");
+    assert_eq!(ctx.kafka_admins.held(), 1);
+}
+
+#[tokio::test]
+async fn other_credentials_on_one_cluster_get_their_own_admin_client() {
+    let broker = Broker::start();
+    let admins = KafkaAdmins::default();
+    let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain);
+    let timeout = Duration::from_secs(2);
+    let plain = KafkaConnection::for_spec(&spec, None, timeout).expect("kafka");
+    let alice = KafkaConnection::for_spec(
+        &spec,
+        Some(("alice".to_owned(), "secret".to_owned())),
+        timeout,
+    )
+    .expect("kafka");
+    admins.admin_for(&plain).expect("plain");
+    admins.admin_for(&plain).expect("plain again");
+    admins.admin_for(&alice).expect("alice");
+    assert_eq!(admins.created(), 2);
+}
+
+#[tokio::test]
+async fn asking_for_a_stores_topics_never_creates_them_by_metadata() {
+    // librdkafka's admin client is a producer, whose default lets a metadata request for a missing
+    // topic create it with the broker's defaults; the store's own partitions must win.
+    let broker = Broker::start();
+    let spec = kafka_spec("meta", &broker.bootstrap(), DeletionPolicy::Retain);
+    let connection = KafkaConnection::for_spec(&spec, None, Duration::from_secs(5)).expect("kafka");
+    let desired = spec.desired_topics();
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
+        .await
+        .expect("topics");
+    assert_eq!(report.created.len(), desired.len(), "{report:?}");
+    assert!(
+        report.topics.iter().all(|t| t.partitions == Some(2)),
+        "{report:?}"
     );
 }

@@ -68,6 +68,33 @@ pub fn is_up_to_date(desired: &Child, observed: Option<&DynamicObject>) -> bool 
     }
 }
 
+/// Whether applying `desired` (a Deployment) would change the pod template the cluster runs, i.e.
+/// start a rollout. The live template carries the API server's defaults, so the desired one is
+/// compared as a subset of it; a difference in notation only (e.g. `0.5` for `500m`) counts as a
+/// change, which costs a rollout slot but no rollout.
+pub fn changes_pod_template(desired: &Child, existing: &DynamicObject) -> bool {
+    let template = |value: &serde_json::Value| value.pointer("/spec/template").cloned();
+    match (template(&desired.object), template(&existing.data)) {
+        (Some(desired), Some(live)) => !is_subset(&desired, &live),
+        _ => true,
+    }
+}
+
+/// Every field of `part` is in `whole` with the same value (lists element by element).
+fn is_subset(part: &serde_json::Value, whole: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (part, whole) {
+        (Value::Object(part), Value::Object(whole)) => part.iter().all(|(key, value)| {
+            whole.get(key).is_some_and(|live| is_subset(value, live))
+                || (value.is_null() && !whole.contains_key(key))
+        }),
+        (Value::Array(part), Value::Array(whole)) => {
+            part.len() == whole.len() && part.iter().zip(whole).all(|(p, w)| is_subset(p, w))
+        }
+        (part, whole) => part == whole,
+    }
+}
+
 /// Server-side applies one child with the operator's field manager, taking over conflicting fields.
 /// A refusal becomes [`Error::ApplyFailed`] with the server's reason and message.
 #[instrument(skip(client, child), fields(kind = child.kind.as_str(), name = %child.name))]

@@ -26,7 +26,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use crate::apply::{ObservedChildren, apply_changed, apply_child, is_up_to_date, prune_children};
+use crate::apply::{
+    ObservedChildren, apply_changed, apply_child, changes_pod_template, is_up_to_date,
+    prune_children,
+};
 use crate::build::deployment::LiveReplicas;
 use crate::build::migration_job::{failed_at, migration_retry_wait};
 use crate::build::names::check_store_name;
@@ -71,6 +74,11 @@ pub struct Settings {
     pub reconcile_concurrency: u16,
     /// Namespaces whose stores this operator reconciles; empty: every namespace.
     pub watch_namespaces: Vec<String>,
+    /// Stores whose API Deployment may roll to a new pod template at once (an operator upgrade
+    /// that changes the default image must not roll the whole fleet together); at least 1.
+    pub max_concurrent_rollouts: usize,
+    /// How soon a store waiting for a rollout slot is looked at again.
+    pub rollout_queue_recheck: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -86,6 +94,8 @@ impl Default for Settings {
             topic_resync_interval: Duration::from_secs(300),
             reconcile_concurrency: 4,
             watch_namespaces: Vec::new(),
+            max_concurrent_rollouts: 5,
+            rollout_queue_recheck: Duration::from_secs(15),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -110,6 +120,9 @@ pub struct Context {
     deletion_credentials: Mutex<HashMap<String, (String, String)>>,
     /// Each store's failed migration Jobs in a row: the uid of the last one counted and the count.
     migration_failures: Mutex<HashMap<String, (String, u32)>>,
+    /// Stores whose API Deployment is rolling to a new pod template (each holds one of
+    /// `max_concurrent_rollouts` slots until it is rolled out, paused or deleted).
+    rollouts: Mutex<BTreeSet<String>>,
     /// Every store's children, as the watches last reported them.
     pub children: ChildCache,
     /// One Kafka admin client per cluster and identity, shared by stores and reconciles.
@@ -136,6 +149,7 @@ impl Context {
             last_ready_topics: Mutex::new(HashMap::new()),
             deletion_credentials: Mutex::new(HashMap::new()),
             migration_failures: Mutex::new(HashMap::new()),
+            rollouts: Mutex::new(BTreeSet::new()),
             children: ChildCache::new(&settings.watch_namespaces),
             kafka_admins: KafkaAdmins::default(),
             settings,
@@ -165,6 +179,37 @@ impl Context {
         if let Ok(mut map) = self.migration_failures.lock() {
             map.retain(|key, _| keep(key));
         }
+        if let Ok(mut rolling) = self.rollouts.lock() {
+            rolling.retain(|key| keep(key));
+        }
+    }
+
+    /// A rollout slot for the store: the one it holds, else a free one. `Err` carries how many
+    /// stores are rolling when none is free.
+    pub fn take_rollout_slot(&self, key: &str) -> std::result::Result<(), usize> {
+        let Ok(mut rolling) = self.rollouts.lock() else {
+            return Ok(());
+        };
+        if rolling.contains(key) {
+            return Ok(());
+        }
+        if rolling.len() >= self.settings.max_concurrent_rollouts.max(1) {
+            return Err(rolling.len());
+        }
+        rolling.insert(key.to_owned());
+        Ok(())
+    }
+
+    /// The store's rollout is over (rolled out, paused or gone): its slot is free.
+    pub fn release_rollout_slot(&self, key: &str) {
+        if let Ok(mut rolling) = self.rollouts.lock() {
+            rolling.remove(key);
+        }
+    }
+
+    /// Stores rolling now.
+    pub fn rolling_stores(&self) -> usize {
+        self.rollouts.lock().map_or(0, |rolling| rolling.len())
     }
 
     /// How many stores something is remembered for (bounded by the live stores).
@@ -184,6 +229,9 @@ impl Context {
         }
         if let Ok(map) = self.migration_failures.lock() {
             keys.extend(map.keys().cloned());
+        }
+        if let Ok(rolling) = self.rollouts.lock() {
+            keys.extend(rolling.iter().cloned());
         }
         keys.len()
     }
@@ -490,10 +538,18 @@ pub async fn reconcile(store: Arc<PlamatioStore>, ctx: Arc<Context>) -> Result<A
     let applied = pass.apply(&children, &migration, &mut observed).await?;
     let pruned = pass.prune(&children, &observed).await?;
     let kafka = pass.reconcile_topics(&secrets).await;
-    let status_changed = pass.write_status(&observed, &migration, &kafka).await?;
+    let status_changed = pass
+        .write_status(&observed, &migration, &kafka, &applied)
+        .await?;
     pass.publish_events(&applied, &pruned, &kafka, &migration, status_changed)
         .await;
-    Ok(pass.next_action(&kafka, migration_retry))
+    let retry = match (&applied.rollout_queued, migration_retry) {
+        (Some(_), retry) => Some(retry.map_or(ctx.settings.rollout_queue_recheck, |retry| {
+            retry.min(ctx.settings.rollout_queue_recheck)
+        })),
+        (None, retry) => retry,
+    };
+    Ok(pass.next_action(&kafka, retry))
 }
 
 /// One reconcile of one store: what every stage reads.
@@ -512,6 +568,8 @@ struct Pass<'a> {
 struct AppliedChildren {
     applied: Vec<String>,
     repaired: Vec<String>,
+    /// Why the API Deployment's new pod template waits (every rollout slot is taken).
+    rollout_queued: Option<String>,
 }
 
 /// The migration the built children ask for, as observed.
@@ -540,6 +598,7 @@ impl<'a> Pass<'a> {
 
     /// A paused store: only the `Paused` condition moves.
     async fn pause(&self) -> Result<Action> {
+        self.ctx.release_rollout_slot(&self.key);
         let status = paused_status(
             self.store.status.as_ref(),
             self.store.metadata.generation,
@@ -674,6 +733,19 @@ impl<'a> Pass<'a> {
             if up_to_date && !repair_drift {
                 continue;
             }
+            if child.kind == ChildKind::Deployment
+                && child.name == api_name
+                && let Some(existing) = existing
+                && changes_pod_template(child, existing)
+                && let Err(rolling) = self.ctx.take_rollout_slot(&self.key)
+            {
+                outcome.rollout_queued = Some(format!(
+                    "a new API pod template waits for a rollout slot ({rolling} of {} stores \
+                     rolling; operator.maxConcurrentRollouts)",
+                    self.ctx.settings.max_concurrent_rollouts
+                ));
+                continue;
+            }
             let result = match apply_child(&self.ctx.client, &self.identity.namespace, child).await
             {
                 Ok(result) => result,
@@ -788,15 +860,21 @@ impl<'a> Pass<'a> {
         observed: &ObservedChildren,
         migration: &MigrationObservation,
         kafka: &KafkaObservation,
+        applied: &AppliedChildren,
     ) -> Result<bool> {
         let spec = &self.store.spec;
+        let deployment = observed
+            .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
+            .map(|d| DeploymentObservation::of(&d));
+        if applied.rollout_queued.is_none() && deployment.as_ref().is_some_and(|d| d.rolled_out) {
+            self.ctx.release_rollout_slot(&self.key);
+        }
         let observation = Observation {
             generation: self.store.metadata.generation,
             endpoint: self.identity.endpoint(),
             migration: migration.clone(),
-            deployment: observed
-                .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
-                .map(|d| DeploymentObservation::of(&d)),
+            rollout_queued: applied.rollout_queued.clone(),
+            deployment,
             agent: spec.agent_enabled().then(|| {
                 observed
                     .typed::<Deployment>(ChildKind::Deployment, &self.identity.agent_name())
@@ -840,6 +918,17 @@ impl<'a> Pass<'a> {
                 applied.repaired.join(", ")
             );
             publish(EventType::Normal, "DriftRepaired", "Apply", note).await;
+        }
+        if let Some(queued) = &applied.rollout_queued
+            && status_changed
+        {
+            publish(
+                EventType::Normal,
+                "RolloutQueued",
+                "Rollout",
+                queued.clone(),
+            )
+            .await;
         }
         if !pruned.is_empty() {
             let names: Vec<String> = pruned

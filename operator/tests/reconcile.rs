@@ -1888,3 +1888,153 @@ async fn asking_for_a_stores_topics_never_creates_them_by_metadata() {
         "{report:?}"
     );
 }
+
+fn api_image(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.image.clone())
+}
+
+async fn api_image_of(client: &Client, store: &str) -> Option<String> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get(&format!("{store}-api"))
+        .await
+        .expect("API Deployment");
+    api_image(&deployment)
+}
+
+/// Three running stores on the default image `old`, and the settings of an operator upgraded to
+/// the default image `new` that rolls one store at a time.
+async fn fleet_on_the_old_default_image() -> (FakeApi, plamatio_operator::controller::Settings) {
+    let names = ["shop", "outlet", "kiosk"];
+    let mut builder = fake_api();
+    for name in names {
+        builder = builder
+            .store(store(name, minimal_spec(name)))
+            .secret(database_secret(name));
+    }
+    let api = builder.build().await;
+    let mut old = settings();
+    old.build.default_api_image = "registry.example/plamatio-api:1.0.0".to_owned();
+    let before_upgrade = context(&api.client, old);
+    for name in names {
+        reconcile_in(&api, name, &before_upgrade)
+            .await
+            .expect("old");
+        make_available(&api.client, &format!("{name}-api")).await;
+    }
+    let mut upgraded = settings();
+    upgraded.build.default_api_image = "registry.example/plamatio-api:1.1.0".to_owned();
+    upgraded.max_concurrent_rollouts = 1;
+    (api, upgraded)
+}
+
+#[tokio::test]
+async fn an_upgrade_of_the_default_image_rolls_at_most_the_bound_and_queues_the_rest() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop");
+    let action = reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+
+    assert_eq!(
+        api_image_of(&api.client, "shop").await.as_deref(),
+        Some("registry.example/plamatio-api:1.1.0"),
+        "the first store rolls"
+    );
+    assert_eq!(
+        api_image_of(&api.client, "outlet").await.as_deref(),
+        Some("registry.example/plamatio-api:1.0.0"),
+        "the second waits: one rollout at a time"
+    );
+    let outlet = fetch_store(&api.client, "outlet").await;
+    assert_eq!(
+        condition(&outlet, status::PROGRESSING),
+        ("True".into(), "RolloutQueued".into())
+    );
+    assert_eq!(
+        condition(&outlet, status::READY),
+        ("True".into(), "StoreReady".into()),
+        "its running pods keep serving"
+    );
+    assert!(
+        condition_message(&outlet, status::PROGRESSING).contains("maxConcurrentRollouts"),
+        "the message says what bounds it"
+    );
+    assert!(
+        api.bodies
+            .events()
+            .iter()
+            .any(|event| event["reason"] == "RolloutQueued"),
+        "a RolloutQueued Event"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    assert_eq!(ctx.rolling_stores(), 1);
+}
+
+#[tokio::test]
+async fn a_rolled_out_store_frees_its_slot_for_the_next() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop rolls");
+    reconcile_in(&api, "outlet", &ctx)
+        .await
+        .expect("outlet waits");
+
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("shop rolled out");
+    assert_eq!(ctx.rolling_stores(), 0, "the slot is free");
+    reconcile_in(&api, "outlet", &ctx)
+        .await
+        .expect("outlet rolls");
+    assert_eq!(
+        api_image_of(&api.client, "outlet").await.as_deref(),
+        Some("registry.example/plamatio-api:1.1.0")
+    );
+    let outlet = fetch_store(&api.client, "outlet").await;
+    assert_eq!(
+        condition(&outlet, status::PROGRESSING),
+        ("True".into(), "RolloutInProgress".into())
+    );
+}
+
+#[tokio::test]
+async fn a_change_that_keeps_the_pod_template_is_not_queued() {
+    // Replicas are not a rollout: a store scaling while every slot is taken is applied at once.
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded.clone());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("shop takes the slot");
+
+    let mut pinned = minimal_spec("kiosk");
+    pinned.api = Some(ApiSpec {
+        image: Some("registry.example/plamatio-api:1.0.0".to_owned()),
+        replicas: Some(3),
+        ..ApiSpec::default()
+    });
+    patch_spec(&api, "kiosk", json!({"spec": {"api": pinned.api}})).await;
+    reconcile_in(&api, "kiosk", &ctx).await.expect("kiosk");
+    let deployment = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE)
+        .get("kiosk-api")
+        .await
+        .expect("kiosk-api");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
+    let kiosk = fetch_store(&api.client, "kiosk").await;
+    assert_ne!(condition(&kiosk, status::PROGRESSING).1, "RolloutQueued");
+}
+
+#[tokio::test]
+async fn a_paused_store_gives_its_rollout_slot_back() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop rolls");
+    assert_eq!(ctx.rolling_stores(), 1);
+    patch_spec(&api, "shop", json!({"spec": {"paused": true}})).await;
+    reconcile_in(&api, "shop", &ctx).await.expect("paused");
+    assert_eq!(ctx.rolling_stores(), 0);
+}

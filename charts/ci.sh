@@ -132,6 +132,7 @@ env = {e["name"]: e.get("value") for e in container["env"]}
 expect(spec["replicas"] == 2, "two operator replicas by default")
 expect("--disable-leader-election" not in container["args"], "leader election on with 2 replicas")
 expect(env.get("PLAMATIO_DEFAULT_API_IMAGE") == "ghcr.io/plamatio/plamatio-api:0.1.0", "default API image is the appVersion")
+expect(env.get("MAX_CONCURRENT_ROLLOUTS") == "5", "at most 5 stores roll at once by default")
 expect(container["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness probe on /healthz")
 expect(container["readinessProbe"]["httpGet"]["path"] == "/healthz", "readiness probe on /healthz")
 expect(find(default, "PodDisruptionBudget"), "a PodDisruptionBudget with 2 replicas")

@@ -16,8 +16,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
 use kube_fake_client::{ClientBuilder, interceptor};
+use plamatio_operator::build::ChildKind;
 use plamatio_operator::controller::{Context, Settings, reconcile};
 use plamatio_operator::crd::{
     DatabaseSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
@@ -77,6 +78,21 @@ fn secret(index: usize) -> Secret {
     }
 }
 
+/// What the controller's watches deliver (the in-memory API server has none): every child cache
+/// relisted, as a watch's initial list fills it. Not timed, and its lists are not counted.
+async fn deliver_watches(client: &kube::Client, context: &Context) {
+    for kind in ChildKind::ALL {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), NAMESPACE, &kind.api_resource());
+        let objects = api
+            .list(&ListParams::default())
+            .await
+            .expect("list children")
+            .items;
+        context.children.relist(NAMESPACE, kind, objects);
+    }
+}
+
 async fn reconcile_all(stores: &Api<PlamatioStore>, context: &Arc<Context>) -> (Duration, usize) {
     let started = Instant::now();
     let all = stores
@@ -105,6 +121,8 @@ async fn main() {
     let rss_start = resident_mebibytes();
 
     let writes = Arc::new(AtomicUsize::new(0));
+    let lists = Arc::new(AtomicUsize::new(0));
+    let on_list = lists.clone();
     let (on_create, on_patch, on_status, on_delete) = (
         writes.clone(),
         writes.clone(),
@@ -112,6 +130,10 @@ async fn main() {
         writes.clone(),
     );
     let funcs = interceptor::Funcs::new()
+        .list(move |_| {
+            on_list.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        })
         .create(move |_| {
             on_create.fetch_add(1, Ordering::Relaxed);
             Ok(None)
@@ -149,8 +171,12 @@ async fn main() {
     ));
     let stores: Api<PlamatioStore> = Api::namespaced(client.clone(), NAMESPACE);
 
+    deliver_watches(&client, &context).await;
+    lists.store(0, Ordering::Relaxed);
     let (create_time, create_failures) = reconcile_all(&stores, &context).await;
     let create_writes = writes.swap(0, Ordering::Relaxed);
+    // reconcile_all lists the stores once to know them (the controller's store watch).
+    let create_lists = lists.swap(0, Ordering::Relaxed).saturating_sub(1);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let applied_deployments = deployments
         .list(&ListParams::default())
@@ -160,14 +186,17 @@ async fn main() {
         .len();
     let rss_after_create = resident_mebibytes();
 
+    deliver_watches(&client, &context).await;
+    lists.store(0, Ordering::Relaxed);
     let (resync_time, resync_failures) = reconcile_all(&stores, &context).await;
     let resync_writes = writes.swap(0, Ordering::Relaxed);
+    let resync_lists = lists.swap(0, Ordering::Relaxed).saturating_sub(1);
     let rss_end = resident_mebibytes();
 
     // Peer in the same run: the RSS a second in-memory API server holding the same objects costs, so
     // the operator's share can be told apart from the fake API's storage.
     let mut objects = Vec::new();
-    for kind in plamatio_operator::build::ChildKind::ALL {
+    for kind in ChildKind::ALL {
         let api: Api<kube::api::DynamicObject> =
             Api::namespaced_with(client.clone(), NAMESPACE, &kind.api_resource());
         for object in api
@@ -214,11 +243,11 @@ async fn main() {
         "B5 operator: {count} PlamatioStores against the in-memory API server (concurrency {CONCURRENCY})"
     );
     println!(
-        "  create:  {:>8.2} s  writes {create_writes:>6}  failures {create_failures}  API Deployments {applied_deployments}",
+        "  create:  {:>8.2} s  writes {create_writes:>6}  lists {create_lists}  failures {create_failures}  API Deployments {applied_deployments}",
         create_time.as_secs_f64()
     );
     println!(
-        "  resync:  {:>8.2} s  writes {resync_writes:>6}  failures {resync_failures}",
+        "  resync:  {:>8.2} s  writes {resync_writes:>6}  lists {resync_lists}  failures {resync_failures}",
         resync_time.as_secs_f64()
     );
     println!(
@@ -234,9 +263,10 @@ async fn main() {
         && resync_failures == 0
         && applied_deployments == count
         && resync_writes == 0
+        && resync_lists == 0
         && create_time < Duration::from_secs(60);
     println!(
-        "  targets (all applied < 60 s, 0 resync writes): {}; RSS < 100 MiB: {} (the in-memory API shares the process, so only a cluster run measures the operator alone)",
+        "  targets (all applied < 60 s, 0 resync writes, 0 resync lists): {}; RSS < 100 MiB: {} (the in-memory API shares the process, so only a cluster run measures the operator alone)",
         if ok { "met" } else { "NOT met" },
         if operator_estimate < 100.0 {
             "estimate met"

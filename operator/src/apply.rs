@@ -1,28 +1,21 @@
-//! Writing children to the cluster: reading what a store already owns, server-side applying the
-//! children whose applied-hash changed (so an unchanged store costs no write), and pruning children the
-//! spec no longer asks for.
+//! Writing children to the cluster: what a store already owns (as the child caches have it, see
+//! [`crate::cache`]), server-side applying the children whose applied-hash changed (so an unchanged
+//! store costs no write), and pruning children the spec no longer asks for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, instrument};
 
-use crate::build::{
-    APPLIED_HASH_ANNOTATION, Child, ChildKind, MANAGED_BY_LABEL, MANAGER, STORE_LABEL,
-};
+use crate::build::{APPLIED_HASH_ANNOTATION, Child, ChildKind, MANAGER};
 use crate::error::{Error, Result};
 
-/// The children of one store as the API server has them, keyed by kind and name.
+/// The children of one store as the API server last reported them, keyed by kind and name.
 #[derive(Clone, Debug, Default)]
 pub struct ObservedChildren {
     objects: BTreeMap<(ChildKind, String), DynamicObject>,
-}
-
-/// Label selector matching every child of a store.
-pub fn children_selector(store_name: &str) -> String {
-    format!("{STORE_LABEL}={store_name},{MANAGED_BY_LABEL}={MANAGER}")
 }
 
 fn dynamic_api(client: &Client, namespace: &str, kind: ChildKind) -> Api<DynamicObject> {
@@ -30,20 +23,6 @@ fn dynamic_api(client: &Client, namespace: &str, kind: ChildKind) -> Api<Dynamic
 }
 
 impl ObservedChildren {
-    /// Lists every kind the operator creates, filtered by the store's labels (reads only).
-    #[instrument(skip(client))]
-    pub async fn list(client: &Client, namespace: &str, store_name: &str) -> Result<Self> {
-        let params = ListParams::default().labels(&children_selector(store_name));
-        let mut objects = BTreeMap::new();
-        for kind in ChildKind::ALL {
-            let list = dynamic_api(client, namespace, kind).list(&params).await?;
-            for object in list.items {
-                objects.insert((kind, object.name_any()), object);
-            }
-        }
-        Ok(ObservedChildren { objects })
-    }
-
     pub fn get(&self, kind: ChildKind, name: &str) -> Option<&DynamicObject> {
         self.objects.get(&(kind, name.to_owned()))
     }
@@ -86,6 +65,33 @@ pub fn is_up_to_date(desired: &Child, observed: Option<&DynamicObject>) -> bool 
     match (desired.applied_hash(), observed_hash) {
         (Some(desired_hash), Some(observed_hash)) => desired_hash == observed_hash,
         _ => false,
+    }
+}
+
+/// Whether applying `desired` (a Deployment) would change the pod template the cluster runs, i.e.
+/// start a rollout. The live template carries the API server's defaults, so the desired one is
+/// compared as a subset of it; a difference in notation only (e.g. `0.5` for `500m`) counts as a
+/// change, which costs a rollout slot but no rollout.
+pub fn changes_pod_template(desired: &Child, existing: &DynamicObject) -> bool {
+    let template = |value: &serde_json::Value| value.pointer("/spec/template").cloned();
+    match (template(&desired.object), template(&existing.data)) {
+        (Some(desired), Some(live)) => !is_subset(&desired, &live),
+        _ => true,
+    }
+}
+
+/// Every field of `part` is in `whole` with the same value (lists element by element).
+fn is_subset(part: &serde_json::Value, whole: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (part, whole) {
+        (Value::Object(part), Value::Object(whole)) => part.iter().all(|(key, value)| {
+            whole.get(key).is_some_and(|live| is_subset(value, live))
+                || (value.is_null() && !whole.contains_key(key))
+        }),
+        (Value::Array(part), Value::Array(whole)) => {
+            part.len() == whole.len() && part.iter().zip(whole).all(|(p, w)| is_subset(p, w))
+        }
+        (part, whole) => part == whole,
     }
 }
 

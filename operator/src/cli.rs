@@ -109,6 +109,10 @@ pub struct RunConfig {
     /// Reconciles running at once (at least 1).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
     pub reconcile_concurrency: u16,
+    /// Stores whose API Deployment rolls to a new pod template at once (at least 1); the others
+    /// wait with `Progressing=True/RolloutQueued`.
+    #[arg(long, env = "MAX_CONCURRENT_ROLLOUTS", default_value_t = 5)]
+    pub max_concurrent_rollouts: usize,
     /// Comma-separated namespaces to reconcile stores in (the namespace-scoped install, whose RBAC
     /// is a Role per namespace); empty: every namespace.
     #[arg(
@@ -155,6 +159,7 @@ impl RunConfig {
             drift_repair_interval: Duration::from_secs(self.drift_repair_seconds.max(10)),
             topic_resync_interval: Duration::from_secs(self.topic_resync_seconds),
             reconcile_concurrency: self.reconcile_concurrency.max(1),
+            max_concurrent_rollouts: self.max_concurrent_rollouts.max(1),
             watch_namespaces: self
                 .watch_namespaces
                 .iter()

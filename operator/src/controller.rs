@@ -11,19 +11,25 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use crate::apply::{ObservedChildren, apply_changed, apply_child, is_up_to_date, prune_children};
+use crate::apply::{
+    ObservedChildren, apply_changed, apply_child, changes_pod_template, is_up_to_date,
+    prune_children,
+};
 use crate::build::deployment::LiveReplicas;
 use crate::build::migration_job::{failed_at, migration_retry_wait};
 use crate::build::names::check_store_name;
@@ -31,9 +37,12 @@ use crate::build::{
     BuildSettings, Child, ChildKind, LiveState, MANAGED_BY_LABEL, MANAGER, ResolvedSecrets,
     StoreIdentity, build_children, hex_sha256,
 };
+use crate::cache::{ChildCache, cached_form};
 use crate::crd::{DeletionPolicy, PlamatioStore, PlamatioStoreSpec, PlamatioStoreStatus};
 use crate::error::{Error, Result};
-use crate::kafka::{KafkaConnection, delete_topics, reconcile_topics, topics_to_delete};
+use crate::kafka::{
+    KafkaAdmins, KafkaConnection, delete_topics, reconcile_topics, topics_to_delete,
+};
 use crate::metrics::Metrics;
 use crate::secrets::{referenced_secret_names, resolve_kafka_credentials, resolve_secrets};
 use crate::status::{
@@ -65,6 +74,11 @@ pub struct Settings {
     pub reconcile_concurrency: u16,
     /// Namespaces whose stores this operator reconciles; empty: every namespace.
     pub watch_namespaces: Vec<String>,
+    /// Stores whose API Deployment may roll to a new pod template at once (an operator upgrade
+    /// that changes the default image must not roll the whole fleet together); at least 1.
+    pub max_concurrent_rollouts: usize,
+    /// How soon a store waiting for a rollout slot is looked at again.
+    pub rollout_queue_recheck: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -80,6 +94,8 @@ impl Default for Settings {
             topic_resync_interval: Duration::from_secs(300),
             reconcile_concurrency: 4,
             watch_namespaces: Vec::new(),
+            max_concurrent_rollouts: 5,
+            rollout_queue_recheck: Duration::from_secs(15),
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
         }
@@ -104,6 +120,13 @@ pub struct Context {
     deletion_credentials: Mutex<HashMap<String, (String, String)>>,
     /// Each store's failed migration Jobs in a row: the uid of the last one counted and the count.
     migration_failures: Mutex<HashMap<String, (String, u32)>>,
+    /// Stores whose API Deployment is rolling to a new pod template (each holds one of
+    /// `max_concurrent_rollouts` slots until it is rolled out, paused or deleted).
+    rollouts: Mutex<BTreeSet<String>>,
+    /// Every store's children, as the watches last reported them.
+    pub children: ChildCache,
+    /// One Kafka admin client per cluster and identity, shared by stores and reconciles.
+    pub kafka_admins: KafkaAdmins,
 }
 
 impl Context {
@@ -121,13 +144,96 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            settings,
             failures: Mutex::new(HashMap::new()),
             last_drift_repair: Mutex::new(HashMap::new()),
             last_ready_topics: Mutex::new(HashMap::new()),
             deletion_credentials: Mutex::new(HashMap::new()),
             migration_failures: Mutex::new(HashMap::new()),
+            rollouts: Mutex::new(BTreeSet::new()),
+            children: ChildCache::new(&settings.watch_namespaces),
+            kafka_admins: KafkaAdmins::default(),
+            settings,
         }
+    }
+
+    /// Forgets everything kept in memory for the store `key` (`namespace/name`): it was deleted.
+    pub fn forget_store(&self, key: &str) {
+        self.retain_stores(|kept| kept != key);
+    }
+
+    /// Keeps what is remembered only for the stores `keep` says yes to (the periodic sweep passes
+    /// the stores that still exist, so a store deleted without a reconcile leaves nothing behind).
+    pub fn retain_stores(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.last_drift_repair.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.last_ready_topics.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.deletion_credentials.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut map) = self.migration_failures.lock() {
+            map.retain(|key, _| keep(key));
+        }
+        if let Ok(mut rolling) = self.rollouts.lock() {
+            rolling.retain(|key| keep(key));
+        }
+    }
+
+    /// A rollout slot for the store: the one it holds, else a free one. `Err` carries how many
+    /// stores are rolling when none is free.
+    pub fn take_rollout_slot(&self, key: &str) -> std::result::Result<(), usize> {
+        let Ok(mut rolling) = self.rollouts.lock() else {
+            return Ok(());
+        };
+        if rolling.contains(key) {
+            return Ok(());
+        }
+        if rolling.len() >= self.settings.max_concurrent_rollouts.max(1) {
+            return Err(rolling.len());
+        }
+        rolling.insert(key.to_owned());
+        Ok(())
+    }
+
+    /// The store's rollout is over (rolled out, paused or gone): its slot is free.
+    pub fn release_rollout_slot(&self, key: &str) {
+        if let Ok(mut rolling) = self.rollouts.lock() {
+            rolling.remove(key);
+        }
+    }
+
+    /// Stores rolling now.
+    pub fn rolling_stores(&self) -> usize {
+        self.rollouts.lock().map_or(0, |rolling| rolling.len())
+    }
+
+    /// How many stores something is remembered for (bounded by the live stores).
+    pub fn remembered_stores(&self) -> usize {
+        let mut keys = BTreeSet::new();
+        if let Ok(map) = self.failures.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.last_drift_repair.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.last_ready_topics.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.deletion_credentials.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(map) = self.migration_failures.lock() {
+            keys.extend(map.keys().cloned());
+        }
+        if let Ok(rolling) = self.rollouts.lock() {
+            keys.extend(rolling.iter().cloned());
+        }
+        keys.len()
     }
 
     /// Counts a failed migration Job once (by uid) and returns the failures in a row.
@@ -432,10 +538,18 @@ pub async fn reconcile(store: Arc<PlamatioStore>, ctx: Arc<Context>) -> Result<A
     let applied = pass.apply(&children, &migration, &mut observed).await?;
     let pruned = pass.prune(&children, &observed).await?;
     let kafka = pass.reconcile_topics(&secrets).await;
-    let status_changed = pass.write_status(&observed, &migration, &kafka).await?;
+    let status_changed = pass
+        .write_status(&observed, &migration, &kafka, &applied)
+        .await?;
     pass.publish_events(&applied, &pruned, &kafka, &migration, status_changed)
         .await;
-    Ok(pass.next_action(&kafka, migration_retry))
+    let retry = match (&applied.rollout_queued, migration_retry) {
+        (Some(_), retry) => Some(retry.map_or(ctx.settings.rollout_queue_recheck, |retry| {
+            retry.min(ctx.settings.rollout_queue_recheck)
+        })),
+        (None, retry) => retry,
+    };
+    Ok(pass.next_action(&kafka, retry))
 }
 
 /// One reconcile of one store: what every stage reads.
@@ -454,6 +568,8 @@ struct Pass<'a> {
 struct AppliedChildren {
     applied: Vec<String>,
     repaired: Vec<String>,
+    /// Why the API Deployment's new pod template waits (every rollout slot is taken).
+    rollout_queued: Option<String>,
 }
 
 /// The migration the built children ask for, as observed.
@@ -482,6 +598,7 @@ impl<'a> Pass<'a> {
 
     /// A paused store: only the `Paused` condition moves.
     async fn pause(&self) -> Result<Action> {
+        self.ctx.release_rollout_slot(&self.key);
         let status = paused_status(
             self.store.status.as_ref(),
             self.store.metadata.generation,
@@ -570,13 +687,12 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// The store's children from the watches' caches (no list call).
     async fn observe(&self) -> Result<ObservedChildren> {
-        ObservedChildren::list(
-            &self.ctx.client,
-            &self.identity.namespace,
-            &self.identity.name,
-        )
-        .await
+        self.ctx
+            .children
+            .children_of(&self.identity.namespace, &self.identity.name)
+            .await
     }
 
     /// The children the spec asks for, given the live replica count and its owners.
@@ -615,6 +731,19 @@ impl<'a> Pass<'a> {
             }
             let up_to_date = is_up_to_date(child, existing);
             if up_to_date && !repair_drift {
+                continue;
+            }
+            if child.kind == ChildKind::Deployment
+                && child.name == api_name
+                && let Some(existing) = existing
+                && changes_pod_template(child, existing)
+                && let Err(rolling) = self.ctx.take_rollout_slot(&self.key)
+            {
+                outcome.rollout_queued = Some(format!(
+                    "a new API pod template waits for a rollout slot ({rolling} of {} stores \
+                     rolling; operator.maxConcurrentRollouts)",
+                    self.ctx.settings.max_concurrent_rollouts
+                ));
                 continue;
             }
             let result = match apply_child(&self.ctx.client, &self.identity.namespace, child).await
@@ -696,7 +825,7 @@ impl<'a> Pass<'a> {
         {
             return previous;
         }
-        match reconcile_topics(&connection, &desired_topics).await {
+        match reconcile_topics(&self.ctx.kafka_admins, &connection, &desired_topics).await {
             Ok(report) => {
                 self.ctx
                     .record_topic_check(&self.key, fingerprint, report.all_ready());
@@ -731,15 +860,21 @@ impl<'a> Pass<'a> {
         observed: &ObservedChildren,
         migration: &MigrationObservation,
         kafka: &KafkaObservation,
+        applied: &AppliedChildren,
     ) -> Result<bool> {
         let spec = &self.store.spec;
+        let deployment = observed
+            .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
+            .map(|d| DeploymentObservation::of(&d));
+        if applied.rollout_queued.is_none() && deployment.as_ref().is_some_and(|d| d.rolled_out) {
+            self.ctx.release_rollout_slot(&self.key);
+        }
         let observation = Observation {
             generation: self.store.metadata.generation,
             endpoint: self.identity.endpoint(),
             migration: migration.clone(),
-            deployment: observed
-                .typed::<Deployment>(ChildKind::Deployment, &self.identity.api_name())
-                .map(|d| DeploymentObservation::of(&d)),
+            rollout_queued: applied.rollout_queued.clone(),
+            deployment,
             agent: spec.agent_enabled().then(|| {
                 observed
                     .typed::<Deployment>(ChildKind::Deployment, &self.identity.agent_name())
@@ -783,6 +918,17 @@ impl<'a> Pass<'a> {
                 applied.repaired.join(", ")
             );
             publish(EventType::Normal, "DriftRepaired", "Apply", note).await;
+        }
+        if let Some(queued) = &applied.rollout_queued
+            && status_changed
+        {
+            publish(
+                EventType::Normal,
+                "RolloutQueued",
+                "Rollout",
+                queued.clone(),
+            )
+            .await;
         }
         if !pruned.is_empty() {
             let names: Vec<String> = pruned
@@ -911,6 +1057,7 @@ async fn handle_deletion(
     ctx: &Context,
 ) -> Result<Action> {
     if !has_finalizer(store) {
+        ctx.forget_store(&store_key(identity));
         return Ok(Action::await_change());
     }
     let remaining: Vec<String> = store
@@ -930,7 +1077,7 @@ async fn handle_deletion(
             .await?;
         match KafkaConnection::for_spec(&store.spec, credentials, ctx.settings.kafka_timeout) {
             Some(connection) if store.spec.deletion_policy() == DeletionPolicy::Delete => {
-                delete_topics(&connection, &topics).await?;
+                delete_topics(&ctx.kafka_admins, &connection, &topics).await?;
                 Ok(topics)
             }
             _ => Ok(Vec::new()),
@@ -940,7 +1087,7 @@ async fn handle_deletion(
     match outcome {
         Ok(topics) => {
             set_finalizers(api, store, remaining, ctx).await?;
-            ctx.keep_deletion_credentials(&store_key(identity), None);
+            ctx.forget_store(&store_key(identity));
             let note = if topics.is_empty() {
                 "no topic deleted: the store created none that no other store asks for".to_owned()
             } else {
@@ -972,7 +1119,7 @@ async fn handle_deletion(
                 )
                 .await;
                 set_finalizers(api, store, remaining, ctx).await?;
-                ctx.keep_deletion_credentials(&store_key(identity), None);
+                ctx.forget_store(&store_key(identity));
                 return Ok(Action::await_change());
             }
             Err(error)
@@ -993,22 +1140,26 @@ pub fn error_policy(store: Arc<PlamatioStore>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-/// Stores in the Secret's namespace that reference it.
-fn stores_referencing(
+/// Stores in the Secret's namespace that reference it by name (the watch sees only the Secret's
+/// metadata: its name, namespace and resourceVersion are all a rotation needs).
+pub fn stores_referencing(
     reader: &kube::runtime::reflector::Store<PlamatioStore>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<PlamatioStore>> {
     let name = secret.name_any();
     let namespace = secret.namespace();
     reader
-        .state()
-        .iter()
-        .filter(|store| {
+        .state_filter(|store| {
             store.namespace() == namespace && referenced_secret_names(&store.spec).contains(&name)
         })
+        .iter()
         .map(|store| ObjectRef::from_obj(store.as_ref()))
         .collect()
 }
+
+/// How often memory kept per store is swept of stores that no longer exist (a store deleted
+/// without a finalizer is never reconciled again).
+const FORGET_DELETED_STORES_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until `shutdown` resolves: watches stores, their children and referenced
 /// Secrets — cluster-wide, or in each of `settings.watch_namespaces` (one controller per namespace,
@@ -1051,20 +1202,30 @@ async fn run_in(
     let client = context.client.clone();
     let scope = namespace.as_deref();
     let metrics = Arc::clone(&context.metrics);
-    let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
         scoped::<PlamatioStore>(&client, scope),
         watcher::Config::default(),
     );
     let reader = controller.store();
     info!(namespace = scope.unwrap_or("(all)"), "watching stores");
+    let Some(writers) = context.children.take_writers(scope) else {
+        warn!("child caches already fed by another controller; not starting");
+        return;
+    };
+    let mut controller = controller;
+    for (kind, writer) in writers {
+        controller = controller.owns_stream_with(
+            child_watch(&client, scope, kind, writer),
+            kind.api_resource(),
+        );
+    }
+    let sweep = forget_deleted_stores(Arc::clone(&context), controller.store(), namespace.clone());
+    let sweep = tokio::spawn(sweep);
     controller
-        .owns(scoped::<Deployment>(&client, scope), children.clone())
-        .owns(scoped::<Job>(&client, scope), children.clone())
-        .owns(scoped::<Service>(&client, scope), children.clone())
-        .owns(scoped::<ConfigMap>(&client, scope), children)
+        // `PartialObjectMeta`: a metadata-only watch, so Secret values never enter the operator's
+        // memory through it (they are read by name, only for the stores that reference them).
         .watches(
-            scoped::<Secret>(&client, scope),
+            scoped::<PartialObjectMeta<Secret>>(&client, scope),
             watcher::Config::default(),
             move |secret| stores_referencing(&reader, &secret),
         )
@@ -1092,4 +1253,59 @@ async fn run_in(
             }
         })
         .await;
+    sweep.abort();
+}
+
+/// The watch of one child kind: children of any store (by the managed-by label), kept in the
+/// kind's cache in the form [`cached_form`] gives it.
+fn child_watch(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: ChildKind,
+    writer: Writer<DynamicObject>,
+) -> impl futures::Stream<Item = std::result::Result<DynamicObject, watcher::Error>> + Send + 'static
+{
+    let resource = kind.api_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    watcher(api, config)
+        .default_backoff()
+        .modify(move |object| cached_form(kind, object))
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Every minute, forgets what is kept in memory for stores the watch no longer has.
+async fn forget_deleted_stores(
+    context: Arc<Context>,
+    stores: kube::runtime::reflector::Store<PlamatioStore>,
+    namespace: Option<String>,
+) {
+    let mut every = tokio::time::interval(FORGET_DELETED_STORES_EVERY);
+    loop {
+        every.tick().await;
+        if stores.wait_until_ready().await.is_err() {
+            return;
+        }
+        let live: BTreeSet<String> = stores
+            .state()
+            .iter()
+            .map(|store| {
+                format!(
+                    "{}/{}",
+                    store.namespace().unwrap_or_default(),
+                    store.name_any()
+                )
+            })
+            .collect();
+        context.retain_stores(|key| {
+            let in_scope = namespace
+                .as_ref()
+                .is_none_or(|namespace| key.starts_with(&format!("{namespace}/")));
+            !in_scope || live.contains(key)
+        });
+    }
 }

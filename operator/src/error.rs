@@ -51,6 +51,10 @@ pub enum Error {
     #[error("store name {name:?} is refused: {reason}")]
     InvalidStoreName { name: String, reason: String },
 
+    /// The child caches have no complete list yet (operator start) or do not cover the namespace.
+    #[error("child caches not ready: {reason}")]
+    CacheNotReady { reason: String },
+
     #[error("the store has no {0} (it was not read from the API server)")]
     MissingObjectKey(&'static str),
 
@@ -108,6 +112,7 @@ impl Error {
             Error::InvalidSecret { .. } => "InvalidSecret",
             Error::InvalidStoreName { .. } => "InvalidName",
             Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::CacheNotReady { .. } => "CacheNotReady",
             Error::Kafka { .. } => "KafkaUnavailable",
             Error::Serialize { .. } => "SerializationFailed",
             Error::InvalidManifest { .. } => "InvalidManifest",

@@ -2,9 +2,10 @@
 //! missing topics, raising partitions (never lowering them), applying topic configuration, reporting
 //! each topic's state, and deleting topics for the `Delete` deletion policy.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
@@ -15,6 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, instrument, warn};
 
+use crate::build::hex_sha256;
 use crate::crd::{DesiredTopic, PlamatioStore, PlamatioStoreSpec, TopicState, TopicStatus};
 use crate::error::{Error, Result};
 
@@ -69,6 +71,9 @@ impl KafkaConnection {
             .set("socket.timeout.ms", &timeout_ms)
             .set("socket.connection.setup.timeout.ms", &timeout_ms)
             .set("client.id", "plamatio-operator")
+            // The admin client is a producer to librdkafka, whose default lets a metadata request
+            // for a missing topic create it; asking for a store's topics must not create them.
+            .set("allow.auto.create.topics", "false")
             .set("log_level", "3");
         if self.security_protocol.starts_with("sasl") {
             config.set("sasl.mechanism", &self.sasl_mechanism);
@@ -83,10 +88,81 @@ impl KafkaConnection {
             .map_err(|error| Error::kafka("cannot create admin client", error))
     }
 
+    /// What tells two clusters or identities apart; credentials only as part of a digest.
+    fn identity_digest(&self) -> String {
+        let identity = serde_json::json!([
+            self.bootstrap_servers,
+            self.security_protocol,
+            self.sasl_mechanism,
+            self.credentials,
+            self.timeout.as_millis().to_string(),
+        ]);
+        hex_sha256(identity.to_string().as_bytes())
+    }
+
     fn options(&self) -> AdminOptions {
         AdminOptions::new()
             .request_timeout(Some(self.timeout))
             .operation_timeout(Some(self.timeout))
+    }
+}
+
+/// An admin client shared by reconciles.
+pub type SharedAdmin = Arc<AdminClient<DefaultClientContext>>;
+
+/// One admin client per Kafka cluster and identity (bootstrap servers, security protocol, SASL
+/// mechanism and credentials), shared by every store that uses it and kept across reconciles: each
+/// librdkafka client holds a connection to every broker and a thread per broker, so one per store per
+/// reconcile cost 500 connections a resync at B5. A client unused for `idle` is dropped.
+pub struct KafkaAdmins {
+    /// By [`KafkaConnection::identity_digest`]: the client and when it was last handed out.
+    clients: Mutex<HashMap<String, (SharedAdmin, Instant)>>,
+    idle: Duration,
+    created: AtomicU64,
+}
+
+impl Default for KafkaAdmins {
+    fn default() -> Self {
+        KafkaAdmins::new(Duration::from_secs(900))
+    }
+}
+
+impl KafkaAdmins {
+    pub fn new(idle: Duration) -> KafkaAdmins {
+        KafkaAdmins {
+            clients: Mutex::new(HashMap::new()),
+            idle,
+            created: AtomicU64::new(0),
+        }
+    }
+
+    /// The shared admin client for this connection, created on first use.
+    pub fn admin_for(&self, connection: &KafkaConnection) -> Result<SharedAdmin> {
+        let key = connection.identity_digest();
+        let now = Instant::now();
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| Error::kafka("admin clients", "lock poisoned"))?;
+        clients.retain(|kept, (_, used)| *kept == key || now.duration_since(*used) < self.idle);
+        if let Some((client, used)) = clients.get_mut(&key) {
+            *used = now;
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(connection.admin_client()?);
+        self.created.fetch_add(1, Ordering::Relaxed);
+        clients.insert(key, (Arc::clone(&client), now));
+        Ok(client)
+    }
+
+    /// Admin clients created so far (each is one set of broker connections).
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Admin clients held now.
+    pub fn held(&self) -> usize {
+        self.clients.lock().map_or(0, |clients| clients.len())
     }
 }
 
@@ -118,31 +194,34 @@ impl TopicReport {
     }
 }
 
-/// Partition counts of the cluster's topics; fails when no broker answers within the timeout.
+/// Partition counts of the named topics (missing ones are absent); asks for those topics only, not
+/// for the whole cluster's metadata. Fails when no broker answers within the timeout.
 async fn partition_counts(
-    admin: &Arc<AdminClient<DefaultClientContext>>,
+    admin: &SharedAdmin,
+    names: &[String],
     timeout: Duration,
 ) -> Result<BTreeMap<String, i32>> {
     let admin = Arc::clone(admin);
+    let names = names.to_vec();
     // fetch_metadata blocks its thread until the brokers answer or the timeout passes.
-    let metadata = tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(None, timeout).map(|metadata| {
-            metadata
-                .topics()
-                .iter()
-                .filter(|topic| topic.error().is_none())
-                .map(|topic| {
-                    (
+    let counts = tokio::task::spawn_blocking(move || {
+        let mut counts = BTreeMap::new();
+        for name in &names {
+            let metadata = admin.inner().fetch_metadata(Some(name), timeout)?;
+            for topic in metadata.topics() {
+                if topic.error().is_none() && topic.name() == name {
+                    counts.insert(
                         topic.name().to_owned(),
                         i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
-                    )
-                })
-                .collect::<BTreeMap<_, _>>()
-        })
+                    );
+                }
+            }
+        }
+        Ok::<_, rdkafka::error::KafkaError>(counts)
     })
     .await
     .map_err(|error| Error::kafka("metadata task failed", error))?;
-    metadata.map_err(|error| Error::kafka("cannot reach the brokers", error))
+    counts.map_err(|error| Error::kafka("cannot reach the brokers", error))
 }
 
 fn topic_error(name: &str, partitions: Option<i32>, message: String) -> TopicStatus {
@@ -156,14 +235,16 @@ fn topic_error(name: &str, partitions: Option<i32>, message: String) -> TopicSta
 
 /// Brings every desired topic to its partitions and configuration. Unreachable brokers fail the whole
 /// pass; a single topic's failure is reported in its status and the others go on.
-#[instrument(skip(connection, desired), fields(bootstrap = %connection.bootstrap_servers))]
+#[instrument(skip(admins, connection, desired), fields(bootstrap = %connection.bootstrap_servers))]
 pub async fn reconcile_topics(
+    admins: &KafkaAdmins,
     connection: &KafkaConnection,
     desired: &[DesiredTopic],
 ) -> Result<TopicReport> {
-    let admin = Arc::new(connection.admin_client()?);
+    let admin = admins.admin_for(connection)?;
     let options = connection.options();
-    let existing = partition_counts(&admin, connection.timeout).await?;
+    let names: Vec<String> = desired.iter().map(|topic| topic.name.clone()).collect();
+    let existing = partition_counts(&admin, &names, connection.timeout).await?;
     let mut report = TopicReport::default();
 
     let missing: Vec<&DesiredTopic> = desired
@@ -347,11 +428,15 @@ pub fn topics_to_delete(store: &PlamatioStore, all_stores: &[PlamatioStore]) -> 
 }
 
 /// Deletes the named topics; topics that are already gone count as deleted.
-#[instrument(skip(connection), fields(bootstrap = %connection.bootstrap_servers))]
-pub async fn delete_topics(connection: &KafkaConnection, names: &[String]) -> Result<()> {
-    let admin = Arc::new(connection.admin_client()?);
+#[instrument(skip(admins, connection), fields(bootstrap = %connection.bootstrap_servers))]
+pub async fn delete_topics(
+    admins: &KafkaAdmins,
+    connection: &KafkaConnection,
+    names: &[String],
+) -> Result<()> {
+    let admin = admins.admin_for(connection)?;
     // Fail fast (and clearly) when the cluster is unreachable.
-    partition_counts(&admin, connection.timeout).await?;
+    partition_counts(&admin, names, connection.timeout).await?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = admin
         .delete_topics(&names, &connection.options())

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod controller;
 pub mod crd;
@@ -115,6 +116,7 @@ pub async fn main_entry() -> anyhow::Result<()> {
             let credentials = sasl_username.zip(sasl_password);
             let timeout = std::time::Duration::from_secs(timeout_seconds.max(1));
             let mut all_ready = true;
+            let admins = kafka::KafkaAdmins::default();
             for store in render::parse_stores(&yaml)? {
                 let name = store.metadata.name.clone().unwrap_or_default();
                 let Some(connection) =
@@ -124,7 +126,8 @@ pub async fn main_entry() -> anyhow::Result<()> {
                     continue;
                 };
                 let report =
-                    kafka::reconcile_topics(&connection, &store.spec.desired_topics()).await?;
+                    kafka::reconcile_topics(&admins, &connection, &store.spec.desired_topics())
+                        .await?;
                 for topic in &report.topics {
                     println!(
                         "{name}: {} partitions={} state={:?}{}",

@@ -163,6 +163,8 @@ pub struct Observation {
     pub agent: Option<DeploymentObservation>,
     pub redis_configured: bool,
     pub kafka: KafkaObservation,
+    /// Why a new API pod template waits for a rollout slot, when it does.
+    pub rollout_queued: Option<String>,
 }
 
 fn condition(
@@ -425,6 +427,15 @@ pub fn ready_and_progressing(
     }
 }
 
+/// `Progressing` of a store whose new pod template waits for a rollout slot: `RolloutQueued` (the
+/// running pods keep serving, so `Ready` is left as it is).
+pub fn rollout_queued(progressing: Verdict, queued: Option<&str>) -> Verdict {
+    match queued {
+        Some(message) => verdict("True", "RolloutQueued", message),
+        None => progressing,
+    }
+}
+
 /// `CacheReady`: which cache the API uses.
 pub fn cache_ready(redis_configured: bool) -> Verdict {
     if redis_configured {
@@ -531,6 +542,7 @@ pub fn observed_status(
         observation.deployment.as_ref(),
         &observation.endpoint,
     );
+    let progressing = rollout_queued(progressing, observation.rollout_queued.as_deref());
     let (kafka, topics) = kafka_topics_ready(&observation.kafka);
     let degraded = degraded(&database, &kafka);
     let conditions = vec![

@@ -49,3 +49,17 @@ fn watch_namespaces_select_the_namespace_scoped_mode() {
         vec!["shops".to_owned(), "outlets".to_owned()]
     );
 }
+
+#[test]
+fn at_most_five_stores_roll_at_once_by_default_and_never_none() {
+    assert_eq!(settings(&[]).max_concurrent_rollouts, 5);
+    assert_eq!(
+        settings(&["--max-concurrent-rollouts", "20"]).max_concurrent_rollouts,
+        20
+    );
+    assert_eq!(
+        settings(&["--max-concurrent-rollouts", "0"]).max_concurrent_rollouts,
+        1,
+        "0 would stop every rollout"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::broker::{Broker, free_port};
 use plamatio_operator::crd::{DesiredTopic, TopicState};
-use plamatio_operator::kafka::{KafkaConnection, delete_topics, reconcile_topics};
+use plamatio_operator::kafka::{KafkaAdmins, KafkaConnection, delete_topics, reconcile_topics};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -76,9 +76,13 @@ fn topic_names_on_broker(bootstrap: &str) -> Vec<String> {
 async fn missing_topics_are_created_with_their_partitions_and_config() {
     let broker = Broker::start();
     let desired = topics("store-a.", 3, &[("retention.ms", "86400000")]);
-    let report = reconcile_topics(&connection(&broker.bootstrap()), &desired)
-        .await
-        .expect("reconcile topics");
+    let report = reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection(&broker.bootstrap()),
+        &desired,
+    )
+    .await
+    .expect("reconcile topics");
     assert_eq!(report.created.len(), 5, "{report:?}");
     assert!(report.all_ready(), "{report:?}");
     for topic in &desired {
@@ -120,10 +124,10 @@ async fn a_second_pass_over_ready_topics_changes_nothing() {
     let broker = Broker::start();
     let desired = topics("", 2, &[]);
     let connection = connection(&broker.bootstrap());
-    reconcile_topics(&connection, &desired)
+    reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
         .await
         .expect("first pass");
-    let report = reconcile_topics(&connection, &desired)
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
         .await
         .expect("second pass");
     assert!(!report.changed_anything(), "{report:?}");
@@ -137,9 +141,13 @@ async fn a_second_pass_over_ready_topics_changes_nothing() {
 async fn raising_partitions_is_attempted_and_a_refusal_is_reported_per_topic() {
     let broker = Broker::start();
     let connection = connection(&broker.bootstrap());
-    reconcile_topics(&connection, &topics("grow.", 2, &[]))
-        .await
-        .expect("create");
+    reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection,
+        &topics("grow.", 2, &[]),
+    )
+    .await
+    .expect("create");
 
     let mut desired = topics("grow.", 2, &[]);
     let user_events = desired
@@ -147,7 +155,9 @@ async fn raising_partitions_is_attempted_and_a_refusal_is_reported_per_topic() {
         .find(|t| t.name == "grow.user_events")
         .expect("topic");
     user_events.partitions = 4;
-    let report = reconcile_topics(&connection, &desired).await.expect("grow");
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
+        .await
+        .expect("grow");
     let status = report
         .topics
         .iter()
@@ -175,13 +185,21 @@ async fn raising_partitions_is_attempted_and_a_refusal_is_reported_per_topic() {
 async fn partitions_are_never_lowered() {
     let broker = Broker::start();
     let connection = connection(&broker.bootstrap());
-    reconcile_topics(&connection, &topics("shrink.", 4, &[]))
-        .await
-        .expect("create");
+    reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection,
+        &topics("shrink.", 4, &[]),
+    )
+    .await
+    .expect("create");
 
-    let report = reconcile_topics(&connection, &topics("shrink.", 1, &[]))
-        .await
-        .expect("shrink");
+    let report = reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection,
+        &topics("shrink.", 1, &[]),
+    )
+    .await
+    .expect("shrink");
     assert!(report.grown.is_empty());
     assert!(report.all_ready(), "{report:?}");
     let status = report
@@ -202,10 +220,10 @@ async fn unchanged_topic_config_is_not_rewritten() {
     let broker = Broker::start();
     let connection = connection(&broker.bootstrap());
     let desired = topics("same.", 1, &[("retention.ms", "1000")]);
-    reconcile_topics(&connection, &desired)
+    reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
         .await
         .expect("create");
-    let report = reconcile_topics(&connection, &desired)
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
         .await
         .expect("second pass");
     assert!(report.reconfigured.is_empty(), "{report:?}");
@@ -216,12 +234,20 @@ async fn unchanged_topic_config_is_not_rewritten() {
 async fn changed_topic_config_is_applied_or_its_refusal_reported() {
     let broker = Broker::start();
     let connection = connection(&broker.bootstrap());
-    reconcile_topics(&connection, &topics("cfg.", 1, &[("retention.ms", "1000")]))
-        .await
-        .expect("create");
-    let report = reconcile_topics(&connection, &topics("cfg.", 1, &[("retention.ms", "2000")]))
-        .await
-        .expect("reconfigure");
+    reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection,
+        &topics("cfg.", 1, &[("retention.ms", "1000")]),
+    )
+    .await
+    .expect("create");
+    let report = reconcile_topics(
+        &KafkaAdmins::default(),
+        &connection,
+        &topics("cfg.", 1, &[("retention.ms", "2000")]),
+    )
+    .await
+    .expect("reconfigure");
     let status = report
         .topics
         .iter()
@@ -237,11 +263,13 @@ async fn deleting_topics_removes_them_from_the_broker() {
     let broker = Broker::start();
     let connection = connection(&broker.bootstrap());
     let desired = topics("gone.", 1, &[]);
-    reconcile_topics(&connection, &desired)
+    reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
         .await
         .expect("create");
     let names: Vec<String> = desired.iter().map(|t| t.name.clone()).collect();
-    delete_topics(&connection, &names).await.expect("delete");
+    delete_topics(&KafkaAdmins::default(), &connection, &names)
+        .await
+        .expect("delete");
     let remaining = topic_names_on_broker(&broker.bootstrap());
     assert!(
         names.iter().all(|n| !remaining.contains(n)),
@@ -253,7 +281,7 @@ async fn deleting_topics_removes_them_from_the_broker() {
 async fn an_unreachable_broker_fails_with_the_error() {
     let mut connection = connection(&format!("127.0.0.1:{}", free_port()));
     connection.timeout = Duration::from_secs(2);
-    let error = reconcile_topics(&connection, &topics("", 1, &[]))
+    let error = reconcile_topics(&KafkaAdmins::default(), &connection, &topics("", 1, &[]))
         .await
         .expect_err("nothing listens there");
     assert_eq!(error.metric_label(), "KafkaUnavailable");

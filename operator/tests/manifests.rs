@@ -168,3 +168,53 @@ fn the_defaults_the_operator_applies_are_visible_in_the_schema() {
         assert_eq!(field["default"], default, "{field}");
     }
 }
+
+/// The verbs the reference RBAC (`e2e/cluster/operator.yaml`, which charts/ci.sh ties the chart's
+/// ClusterRole and Roles to) grants on `group`/`resource`.
+fn granted_verbs(group: &str, resource: &str) -> Vec<String> {
+    let yaml = std::fs::read_to_string(repository_root().join("e2e/cluster/operator.yaml"))
+        .expect("e2e/cluster/operator.yaml");
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&yaml).expect("operator.yaml parses");
+    let role = documents
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let mut verbs: Vec<String> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|rule| {
+            rule["apiGroups"]
+                .as_array()
+                .is_some_and(|groups| groups.iter().any(|g| g == group))
+                && rule["resources"]
+                    .as_array()
+                    .is_some_and(|resources| resources.iter().any(|r| r == resource))
+        })
+        .flat_map(|rule| rule["verbs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|verb| verb.as_str().map(str::to_owned))
+        .collect();
+    verbs.sort();
+    verbs
+}
+
+#[test]
+fn rbac_grants_every_watched_child_kind_list_watch_patch_delete_and_no_get() {
+    // Every child kind is watched into a cache (list/watch), server-side applied (patch) and pruned
+    // (delete); none is read by name.
+    for kind in plamatio_operator::build::ChildKind::ALL {
+        let resource = kind.api_resource();
+        assert_eq!(
+            granted_verbs(&resource.group, &resource.plural),
+            ["delete", "list", "patch", "watch"],
+            "{}",
+            kind.as_str()
+        );
+    }
+}
+
+#[test]
+fn rbac_lets_the_secret_watch_list_and_watch_and_never_write() {
+    assert_eq!(granted_verbs("", "secrets"), ["get", "list", "watch"]);
+}

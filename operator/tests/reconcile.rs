@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::broker::{Broker, free_port};
 use common::{
-    DATABASE_URL, FakeApi, NAMESPACE, Refusal, context, database_secret, fake_api, minimal_spec,
-    secret, settings, store,
+    DATABASE_URL, FakeApi, NAMESPACE, Refusal, context, database_secret, deliver_watches, fake_api,
+    minimal_spec, secret, settings, store,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -22,15 +22,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use plamatio_operator::build::CONFIG_HASH_ANNOTATION;
+use plamatio_operator::build::ChildKind;
 use plamatio_operator::build::names::migration_job_name;
 use plamatio_operator::controller::{TOPICS_FINALIZER, error_policy, reconcile};
 use plamatio_operator::crd::{
     ApiSpec, AutoscalingSpec, DeletionPolicy, KafkaSpec, MetricsSinkSpec, MigrationMode,
     ObservabilitySpec, PlamatioStore, PlamatioStoreSpec, TopicsSpec,
 };
-use plamatio_operator::kafka::{KafkaConnection, reconcile_topics};
+use plamatio_operator::kafka::{KafkaAdmins, KafkaConnection, reconcile_topics};
 use plamatio_operator::status::{self, find_condition};
 use serde_json::json;
 
@@ -49,6 +50,7 @@ async fn reconcile_in(
     ctx: &Arc<plamatio_operator::controller::Context>,
 ) -> plamatio_operator::Result<kube::runtime::controller::Action> {
     let latest = fetch_store(&api.client, name).await;
+    deliver_watches(api, ctx).await;
     reconcile(Arc::new(latest), Arc::clone(ctx)).await
 }
 
@@ -58,7 +60,9 @@ async fn reconcile_latest(
     settings: plamatio_operator::controller::Settings,
 ) -> plamatio_operator::Result<kube::runtime::controller::Action> {
     let latest = fetch_store(&api.client, name).await;
-    reconcile(Arc::new(latest), context(&api.client, settings)).await
+    let ctx = context(&api.client, settings);
+    deliver_watches(api, &ctx).await;
+    reconcile(Arc::new(latest), ctx).await
 }
 
 fn condition(store: &PlamatioStore, type_: &str) -> (String, String) {
@@ -767,7 +771,7 @@ async fn deleting_a_store_with_the_delete_policy_deletes_its_topics_then_the_fin
     let broker = Broker::start();
     let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Delete);
     let connection = KafkaConnection::for_spec(&spec, None, Duration::from_secs(5)).expect("kafka");
-    reconcile_topics(&connection, &spec.desired_topics())
+    reconcile_topics(&KafkaAdmins::default(), &connection, &spec.desired_topics())
         .await
         .expect("topics exist");
 
@@ -784,7 +788,7 @@ async fn deleting_a_store_with_the_delete_policy_deletes_its_topics_then_the_fin
         remaining.as_ref().is_none_or(|f| f.is_empty()),
         "finalizer removed: {remaining:?}"
     );
-    let report = reconcile_topics(&connection, &[])
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &[])
         .await
         .expect("broker reachable");
     assert!(report.topics.is_empty());
@@ -1378,8 +1382,9 @@ async fn every_patch_names_the_operator_as_its_field_manager() {
 }
 
 #[tokio::test]
-async fn children_are_listed_never_read_one_by_one() {
-    // The RBAC grants `list` but no `get` on child kinds; only Secrets and stores are read by name.
+async fn children_are_read_from_the_caches_never_listed_nor_read_one_by_one() {
+    // The RBAC grants `list`/`watch` (for the watches) but no `get` on child kinds; only Secrets and
+    // stores are read by name, and a reconcile lists nothing.
     let mut spec = minimal_spec("shop");
     spec.api = Some(ApiSpec {
         autoscaling: Some(AutoscalingSpec {
@@ -1417,6 +1422,7 @@ async fn children_are_listed_never_read_one_by_one() {
         .filter(|read| *read != "shops/shop" && *read != "shops/shop-database")
         .collect();
     assert_eq!(by_name, Vec::<&String>::new());
+    assert_eq!(api.bodies.lists(), Vec::<Option<String>>::new());
 }
 
 #[tokio::test]
@@ -1647,4 +1653,388 @@ async fn cluster_wide_mode_lists_stores_across_namespaces_for_a_deletion() {
         "{:?}",
         api.bodies.lists()
     );
+}
+
+#[tokio::test]
+async fn a_noop_reconcile_makes_zero_list_calls_and_zero_writes() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("first");
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx).await.expect("second");
+    api.writes.take();
+    let lists_before = api.bodies.lists().len();
+
+    reconcile_in(&api, "shop", &ctx).await.expect("resync");
+    assert_eq!(api.bodies.lists().len(), lists_before, "no list call");
+    assert_eq!(api.writes.take(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_reconcile_on_a_stale_cache_writes_nothing_the_server_already_has() {
+    // The watches lag behind writes: a reconcile that does not yet see the children it applied
+    // applies them again, and the API server answers an unchanged apply without a write.
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    deliver_watches(&api, &ctx).await;
+    let latest = Arc::new(fetch_store(&api.client, "shop").await);
+    reconcile(Arc::clone(&latest), Arc::clone(&ctx))
+        .await
+        .expect("first");
+    api.writes.take();
+
+    // No watch event delivered: the caches still hold no child.
+    reconcile(
+        Arc::new(fetch_store(&api.client, "shop").await),
+        Arc::clone(&ctx),
+    )
+    .await
+    .expect("stale");
+    let writes = api.writes.take();
+    assert!(
+        writes
+            .iter()
+            .filter(|w| !w.contains("Event") && !w.starts_with("patch_status"))
+            .all(|w| w.starts_with("apply-unchanged")),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_caches_keep_what_a_reconcile_reads_and_no_more() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    deliver_watches(&api, &ctx).await;
+
+    let config_map = ctx
+        .children
+        .cached(NAMESPACE, ChildKind::ConfigMap, "shop-api")
+        .expect("ConfigMap cached");
+    assert_eq!(config_map.data, json!({}), "a ConfigMap's data is not kept");
+    assert!(config_map.metadata.managed_fields.is_none());
+    assert!(
+        config_map
+            .annotations()
+            .contains_key(plamatio_operator::build::APPLIED_HASH_ANNOTATION),
+        "the applied hash is kept"
+    );
+    assert!(!config_map.owner_references().is_empty(), "owners are kept");
+
+    let deployment = ctx
+        .children
+        .cached(NAMESPACE, ChildKind::Deployment, "shop-api")
+        .expect("Deployment cached");
+    assert!(
+        deployment.metadata.managed_fields.is_some(),
+        "the replica handover reads the Deployment's managedFields"
+    );
+    assert!(deployment.data.get("spec").is_some());
+}
+
+#[tokio::test]
+async fn a_secret_event_maps_only_to_the_stores_that_reference_that_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+    use plamatio_operator::controller::stores_referencing;
+
+    let mut shared = minimal_spec("shop");
+    shared.database.url_secret_ref.name = "shared-database".to_owned();
+    let mut elsewhere = store("shop", shared.clone());
+    elsewhere.metadata.namespace = Some("outlets".to_owned());
+    let stores = [
+        store("shop", shared.clone()),
+        store("outlet", shared),
+        store("kiosk", minimal_spec("kiosk")),
+        elsewhere,
+    ];
+    let (reader, mut writer) = reflector::store::<PlamatioStore>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for store in stores {
+        writer.apply_watcher_event(&watcher::Event::InitApply(store));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+
+    let secret_event = |name: &str| {
+        let mut meta = PartialObjectMeta::<Secret>::default();
+        meta.metadata.name = Some(name.to_owned());
+        meta.metadata.namespace = Some(NAMESPACE.to_owned());
+        meta
+    };
+    let mut triggered: Vec<String> = stores_referencing(&reader, &secret_event("shared-database"))
+        .into_iter()
+        .map(|store| format!("{}/{}", store.namespace.unwrap_or_default(), store.name))
+        .collect();
+    triggered.sort();
+    assert_eq!(triggered, ["shops/outlet", "shops/shop"]);
+    assert!(stores_referencing(&reader, &secret_event("unrelated")).is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_store_leaves_nothing_in_the_operators_memory() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .secret(database_secret("shop"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("reconcile");
+    assert_eq!(ctx.remembered_stores(), 1, "drift repair clock started");
+
+    let deleted = being_deleted(&api.client, "shop").await;
+    reconcile(Arc::new(deleted), Arc::clone(&ctx))
+        .await
+        .expect("deletion");
+    assert_eq!(ctx.remembered_stores(), 0);
+}
+
+#[tokio::test]
+async fn the_sweep_forgets_stores_deleted_without_a_reconcile() {
+    let api = fake_api()
+        .store(store("shop", minimal_spec("shop")))
+        .store(store("outlet", minimal_spec("outlet")))
+        .secret(database_secret("shop"))
+        .secret(database_secret("outlet"))
+        .build()
+        .await;
+    let ctx = context(&api.client, settings());
+    reconcile_in(&api, "shop", &ctx).await.expect("shop");
+    reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+    assert_eq!(ctx.remembered_stores(), 2);
+
+    ctx.retain_stores(|key| key == "shops/outlet");
+    assert_eq!(ctx.remembered_stores(), 1);
+}
+
+#[tokio::test]
+async fn stores_on_one_kafka_cluster_share_one_admin_client_across_reconciles() {
+    let broker = Broker::start();
+    let api = fake_api()
+        .store(store(
+            "shop",
+            kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .store(store(
+            "outlet",
+            kafka_spec("outlet", &broker.bootstrap(), DeletionPolicy::Retain),
+        ))
+        .secret(database_secret("shop"))
+        .secret(database_secret("outlet"))
+        .build()
+        .await;
+    let mut settings = settings();
+    settings.topic_resync_interval = Duration::ZERO;
+    let ctx = context(&api.client, settings);
+    for _ in 0..2 {
+        reconcile_in(&api, "shop", &ctx).await.expect("shop");
+        reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+    }
+    let shop = fetch_store(&api.client, "shop").await;
+    assert_eq!(
+        condition(&shop, status::KAFKA_TOPICS_READY),
+        ("True".into(), "TopicsReady".into())
+    );
+    assert_eq!(ctx.kafka_admins.created(), 1, "one client for one cluster");
+    assert_eq!(ctx.kafka_admins.held(), 1);
+}
+
+#[tokio::test]
+async fn other_credentials_on_one_cluster_get_their_own_admin_client() {
+    let broker = Broker::start();
+    let admins = KafkaAdmins::default();
+    let spec = kafka_spec("shop", &broker.bootstrap(), DeletionPolicy::Retain);
+    let timeout = Duration::from_secs(2);
+    let plain = KafkaConnection::for_spec(&spec, None, timeout).expect("kafka");
+    let alice = KafkaConnection::for_spec(
+        &spec,
+        Some(("alice".to_owned(), "secret".to_owned())),
+        timeout,
+    )
+    .expect("kafka");
+    admins.admin_for(&plain).expect("plain");
+    admins.admin_for(&plain).expect("plain again");
+    admins.admin_for(&alice).expect("alice");
+    assert_eq!(admins.created(), 2);
+}
+
+#[tokio::test]
+async fn asking_for_a_stores_topics_never_creates_them_by_metadata() {
+    // librdkafka's admin client is a producer, whose default lets a metadata request for a missing
+    // topic create it with the broker's defaults; the store's own partitions must win.
+    let broker = Broker::start();
+    let spec = kafka_spec("meta", &broker.bootstrap(), DeletionPolicy::Retain);
+    let connection = KafkaConnection::for_spec(&spec, None, Duration::from_secs(5)).expect("kafka");
+    let desired = spec.desired_topics();
+    let report = reconcile_topics(&KafkaAdmins::default(), &connection, &desired)
+        .await
+        .expect("topics");
+    assert_eq!(report.created.len(), desired.len(), "{report:?}");
+    assert!(
+        report.topics.iter().all(|t| t.partitions == Some(2)),
+        "{report:?}"
+    );
+}
+
+fn api_image(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.image.clone())
+}
+
+async fn api_image_of(client: &Client, store: &str) -> Option<String> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get(&format!("{store}-api"))
+        .await
+        .expect("API Deployment");
+    api_image(&deployment)
+}
+
+/// Three running stores on the default image `old`, and the settings of an operator upgraded to
+/// the default image `new` that rolls one store at a time.
+async fn fleet_on_the_old_default_image() -> (FakeApi, plamatio_operator::controller::Settings) {
+    let names = ["shop", "outlet", "kiosk"];
+    let mut builder = fake_api();
+    for name in names {
+        builder = builder
+            .store(store(name, minimal_spec(name)))
+            .secret(database_secret(name));
+    }
+    let api = builder.build().await;
+    let mut old = settings();
+    old.build.default_api_image = "registry.example/plamatio-api:1.0.0".to_owned();
+    let before_upgrade = context(&api.client, old);
+    for name in names {
+        reconcile_in(&api, name, &before_upgrade)
+            .await
+            .expect("old");
+        make_available(&api.client, &format!("{name}-api")).await;
+    }
+    let mut upgraded = settings();
+    upgraded.build.default_api_image = "registry.example/plamatio-api:1.1.0".to_owned();
+    upgraded.max_concurrent_rollouts = 1;
+    (api, upgraded)
+}
+
+#[tokio::test]
+async fn an_upgrade_of_the_default_image_rolls_at_most_the_bound_and_queues_the_rest() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop");
+    let action = reconcile_in(&api, "outlet", &ctx).await.expect("outlet");
+
+    assert_eq!(
+        api_image_of(&api.client, "shop").await.as_deref(),
+        Some("registry.example/plamatio-api:1.1.0"),
+        "the first store rolls"
+    );
+    assert_eq!(
+        api_image_of(&api.client, "outlet").await.as_deref(),
+        Some("registry.example/plamatio-api:1.0.0"),
+        "the second waits: one rollout at a time"
+    );
+    let outlet = fetch_store(&api.client, "outlet").await;
+    assert_eq!(
+        condition(&outlet, status::PROGRESSING),
+        ("True".into(), "RolloutQueued".into())
+    );
+    assert_eq!(
+        condition(&outlet, status::READY),
+        ("True".into(), "StoreReady".into()),
+        "its running pods keep serving"
+    );
+    assert!(
+        condition_message(&outlet, status::PROGRESSING).contains("maxConcurrentRollouts"),
+        "the message says what bounds it"
+    );
+    assert!(
+        api.bodies
+            .events()
+            .iter()
+            .any(|event| event["reason"] == "RolloutQueued"),
+        "a RolloutQueued Event"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    assert_eq!(ctx.rolling_stores(), 1);
+}
+
+#[tokio::test]
+async fn a_rolled_out_store_frees_its_slot_for_the_next() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop rolls");
+    reconcile_in(&api, "outlet", &ctx)
+        .await
+        .expect("outlet waits");
+
+    make_available(&api.client, "shop-api").await;
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("shop rolled out");
+    assert_eq!(ctx.rolling_stores(), 0, "the slot is free");
+    reconcile_in(&api, "outlet", &ctx)
+        .await
+        .expect("outlet rolls");
+    assert_eq!(
+        api_image_of(&api.client, "outlet").await.as_deref(),
+        Some("registry.example/plamatio-api:1.1.0")
+    );
+    let outlet = fetch_store(&api.client, "outlet").await;
+    assert_eq!(
+        condition(&outlet, status::PROGRESSING),
+        ("True".into(), "RolloutInProgress".into())
+    );
+}
+
+#[tokio::test]
+async fn a_change_that_keeps_the_pod_template_is_not_queued() {
+    // Replicas are not a rollout: a store scaling while every slot is taken is applied at once.
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded.clone());
+    reconcile_in(&api, "shop", &ctx)
+        .await
+        .expect("shop takes the slot");
+
+    let mut pinned = minimal_spec("kiosk");
+    pinned.api = Some(ApiSpec {
+        image: Some("registry.example/plamatio-api:1.0.0".to_owned()),
+        replicas: Some(3),
+        ..ApiSpec::default()
+    });
+    patch_spec(&api, "kiosk", json!({"spec": {"api": pinned.api}})).await;
+    reconcile_in(&api, "kiosk", &ctx).await.expect("kiosk");
+    let deployment = Api::<Deployment>::namespaced(api.client.clone(), NAMESPACE)
+        .get("kiosk-api")
+        .await
+        .expect("kiosk-api");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
+    let kiosk = fetch_store(&api.client, "kiosk").await;
+    assert_ne!(condition(&kiosk, status::PROGRESSING).1, "RolloutQueued");
+}
+
+#[tokio::test]
+async fn a_paused_store_gives_its_rollout_slot_back() {
+    let (api, upgraded) = fleet_on_the_old_default_image().await;
+    let ctx = context(&api.client, upgraded);
+    reconcile_in(&api, "shop", &ctx).await.expect("shop rolls");
+    assert_eq!(ctx.rolling_stores(), 1);
+    patch_spec(&api, "shop", json!({"spec": {"paused": true}})).await;
+    reconcile_in(&api, "shop", &ctx).await.expect("paused");
+    assert_eq!(ctx.rolling_stores(), 0);
 }

@@ -5,6 +5,7 @@ use plamatio_operator::kafka::TopicReport;
 use plamatio_operator::status::{
     DeploymentObservation, KafkaObservation, MigrationObservation, Verdict, cache_ready,
     database_ready, degraded, kafka_topics_ready, observability_ready, ready_and_progressing,
+    rollout_queued,
 };
 
 fn verdict(status: &'static str, reason: &'static str, message: &str) -> Verdict {
@@ -211,5 +212,28 @@ fn degraded_reports_a_failed_migration_before_the_topics() {
     for (database, kafka, want) in table {
         let got = degraded(database, kafka);
         assert_eq!((got.status, got.reason), want, "{database:?} {kafka:?}");
+    }
+}
+
+#[test]
+fn a_queued_rollout_shows_as_progressing_rollout_queued() {
+    let rolled_out = verdict(
+        "False",
+        "RolloutComplete",
+        "the API Deployment is rolled out",
+    );
+    let cases = [
+        (None, rolled_out.clone()),
+        (
+            Some("waits for a rollout slot"),
+            verdict("True", "RolloutQueued", "waits for a rollout slot"),
+        ),
+    ];
+    for (queued, expected) in cases {
+        assert_eq!(
+            rollout_queued(rolled_out.clone(), queued),
+            expected,
+            "{queued:?}"
+        );
     }
 }

@@ -18,8 +18,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Client;
+use kube::api::{DynamicObject, ListParams};
+use kube::{Api, Client};
 use kube_fake_client::{ClientBuilder, PatchType, interceptor};
+use plamatio_operator::build::ChildKind;
 use plamatio_operator::controller::{Context, Settings};
 use plamatio_operator::crd::{
     DatabaseSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
@@ -395,6 +397,33 @@ pub fn settings() -> Settings {
         backoff_max: Duration::from_secs(300),
         ..Settings::default()
     }
+}
+
+/// Delivers what the controller's watches would (the in-memory API server has none): the cache of
+/// every child kind relisted from the server, as a watch's initial list fills it. These lists are
+/// the watches', not the reconcile's, so they are left out of [`BodyLog::lists`].
+pub async fn deliver_watches(api: &FakeApi, ctx: &Context) {
+    let lists_before = api.bodies.lists.lock().expect("body log").len();
+    for kind in ChildKind::ALL {
+        let objects = Api::<DynamicObject>::namespaced_with(
+            api.client.clone(),
+            NAMESPACE,
+            &kind.api_resource(),
+        )
+        .list(&ListParams::default())
+        .await
+        .expect("list children")
+        .items;
+        assert!(
+            ctx.children.relist(NAMESPACE, kind, objects),
+            "the caches of {NAMESPACE} are fed by the tests"
+        );
+    }
+    api.bodies
+        .lists
+        .lock()
+        .expect("body log")
+        .truncate(lists_before);
 }
 
 pub fn context(client: &Client, settings: Settings) -> Arc<Context> {

@@ -70,6 +70,9 @@ done
 # One replica: no leader election, and the Recreate strategy.
 helm template plamatio "$chart" --namespace plamatio-system --set operator.replicas=1 >"$work/single.yaml"
 names+=(single)
+# Without the CRD upgrade hook.
+helm template plamatio "$chart" --namespace plamatio-system --set operator.crdUpgrade.enabled=false >"$work/no-crd-hook.yaml"
+names+=(no-crd-hook)
 
 # NOTES.txt is rendered only by install/upgrade (which need a cluster): render it through tpl in a copy.
 cp -r "$chart" "$work/notes-chart"
@@ -99,8 +102,13 @@ import sys, yaml
 work = sys.argv[1]
 def load(path):
     return [o for o in yaml.safe_load_all(open(path)) if isinstance(o, dict)]
+def is_hook(o):
+    return "helm.sh/hook" in (o["metadata"].get("annotations") or {})
 def find(objs, kind, suffix=""):
-    return [o for o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(suffix)]
+    # The release's objects; the CRD upgrade hook's are checked on their own (find_hooks).
+    return [o for o in objs if o["kind"] == kind and o["metadata"]["name"].endswith(suffix) and not is_hook(o)]
+def find_hooks(objs, kind):
+    return [o for o in objs if o["kind"] == kind and is_hook(o)]
 def rules(role):
     return sorted((tuple(r.get("apiGroups", [])), tuple(sorted(r.get("resources", []))),
                    tuple(sorted(r["verbs"]))) for r in role["rules"])
@@ -115,6 +123,7 @@ evaluation = load(f"{work}/evaluation.yaml")
 maximal = load(f"{work}/maximal.yaml")
 single = load(f"{work}/single.yaml")
 namespaced = load(f"{work}/namespaced.yaml")
+no_crd_hook = load(f"{work}/no-crd-hook.yaml")
 
 # RBAC: exactly the permission set of the reference manifest.
 for kind in ("ClusterRole", "Role"):
@@ -152,6 +161,28 @@ for ns in ("shops", "outlets"):
 _, container = operator_container(namespaced)
 expect({e["name"]: e.get("value") for e in container["env"]}.get("WATCH_NAMESPACES") == "shops,outlets",
        "namespace-scoped install: WATCH_NAMESPACES names the namespaces")
+
+# CRD upgrades: Helm never upgrades crds/, so a pre-upgrade hook Job runs the operator image's
+# `apply-crd`, with a ClusterRole that reaches the one CRD only (in both install modes).
+for name, objs in (("default", default), ("namespaced", namespaced)):
+    jobs = find_hooks(objs, "Job")
+    expect(len(jobs) == 1, f"{name}: one CRD upgrade hook Job")
+    job = jobs[0]
+    annotations = job["metadata"]["annotations"]
+    expect(annotations.get("helm.sh/hook") == "pre-upgrade", f"{name}: the CRD hook runs before an upgrade")
+    expect("hook-succeeded" in annotations.get("helm.sh/hook-delete-policy", ""), f"{name}: the hook is cleaned up")
+    hook = job["spec"]["template"]["spec"]["containers"][0]
+    expect(hook["args"] == ["apply-crd"], f"{name}: the hook runs apply-crd")
+    expect(hook["image"] == operator_container(objs)[1]["image"], f"{name}: the hook runs the new operator image")
+    roles = find_hooks(objs, "ClusterRole")
+    expect(len(roles) == 1 and roles[0]["rules"] == [{
+        "apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+        "resourceNames": ["plamatiostores.plamatio.io"], "verbs": ["get", "patch"]}],
+        f"{name}: the hook's ClusterRole reaches the PlamatioStore CRD only, get/patch")
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in objs if is_hook(o)}
+    expect(weights.get("ServiceAccount", 0) < weights.get("Job", 0) and weights.get("ClusterRoleBinding", 0) < weights.get("Job", 0),
+           f"{name}: the hook's RBAC exists before its Job")
+expect(not [o for o in no_crd_hook if is_hook(o)], "operator.crdUpgrade.enabled=false renders no hook")
 
 spec, container = operator_container(single)
 expect("--disable-leader-election" in container["args"], "leader election off with 1 replica")

@@ -1,5 +1,5 @@
 //! Command line of the `plamatio-operator` binary: `run` (the default) with its settings from flags or
-//! environment, `render -f store.yaml`, and `crd`.
+//! environment, `render -f store.yaml`, `crd`, `apply-crd` and `topics`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// Print the CustomResourceDefinition.
     Crd,
+    /// Server-side apply this operator's CustomResourceDefinition to the cluster and wait until it
+    /// is Established (the chart's pre-upgrade hook: Helm installs `crds/` but never upgrades it).
+    ApplyCrd,
     /// Bring the Kafka topics of the stores in a file to their spec once (what the controller does
     /// each reconcile), print each topic's state, and fail when one is not ready. For local
     /// end-to-end runs and for checking credentials before applying a store.

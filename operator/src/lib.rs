@@ -106,6 +106,14 @@ pub async fn main_entry() -> anyhow::Result<()> {
             print!("{}", crdgen::crd_yaml()?);
             Ok(())
         }
+        Some(Command::ApplyCrd) => {
+            init_tracing(LogFormat::Json);
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default().await?;
+            crdgen::apply_crd(&client, crdgen::CRD_ESTABLISHED_TIMEOUT).await?;
+            info!("CustomResourceDefinition applied and established");
+            Ok(())
+        }
         Some(Command::Topics {
             file,
             sasl_username,

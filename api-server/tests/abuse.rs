@@ -16,12 +16,13 @@ use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_
 use common::{TestApp, TestResponse};
 use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
+use plamatio_api::cache::keys;
 use plamatio_api::events::ingest::IngestQuota;
 use plamatio_api::events::outbox::{self, AppendError, OutboxEvent, Topic};
 use plamatio_api::events::relay::{Relay, RelaySettings};
 use plamatio_api::events::stream::StreamLimits;
 use plamatio_api::http::identity::{UserAuthConfig, UserAuthMode, UserTokens};
-use plamatio_api::{AppState, cart, categories, limits, orders, products, users};
+use plamatio_api::{AppState, limits};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -779,37 +780,31 @@ async fn junk_path_ids_create_no_cache_entries() {
     let junk = format!("junk_{}", Uuid::new_v4().simple());
     let number = 987_654_321_i64;
     let probes = vec![
-        (
-            format!("/cart/all/{junk}"),
-            cart::cache_keys::user_cart(&junk),
-        ),
-        (
-            format!("/orders/all/{junk}"),
-            orders::cache_keys::user_orders(&junk),
-        ),
+        (format!("/cart/all/{junk}"), keys::user_cart(&junk)),
+        (format!("/orders/all/{junk}"), keys::user_orders(&junk)),
         (
             format!("/orders/detailed/all/{junk}"),
-            orders::cache_keys::user_detailed_orders(&junk),
+            keys::user_detailed_orders(&junk),
         ),
         (
             format!("/users/addresses/user/{junk}"),
-            users::cache_keys::user_addresses(&junk),
+            keys::user_addresses(&junk),
         ),
         (
             format!("/orders/items/all/{number}"),
-            orders::cache_keys::order_items(number),
+            keys::order_items(number),
         ),
         (
             format!("/products/category/{number}"),
-            products::cache_keys::by_category(number),
+            keys::products_of_category(number),
         ),
         (
             format!("/products/subcategory/{number}"),
-            products::cache_keys::by_sub_category(number),
+            keys::products_of_sub_category(number),
         ),
         (
             format!("/categories/subcategories/category/{number}"),
-            categories::cache_keys::sub_categories_of(number),
+            keys::sub_categories_of(number),
         ),
     ];
     for (path, key) in &probes {
@@ -827,7 +822,7 @@ async fn junk_path_ids_create_no_cache_entries() {
     assert!(
         app.state
             .cache
-            .get(&cart::cache_keys::user_cart("real"))
+            .get(&keys::user_cart("real"))
             .await
             .is_some()
     );

@@ -16,6 +16,8 @@
 //! so without the id two stores sharing one Redis, or a database recreated while Redis kept its
 //! entries, would serve each other's rows.
 
+pub mod keys;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::cache::keys;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
@@ -23,19 +24,6 @@ use crate::limits;
 use crate::products;
 use crate::users;
 use model::{CartItem, CartItemRequest, CartItemsRequest, ValidCartItem};
-
-/// Cache keys of this domain (names kept from the original service).
-pub mod cache_keys {
-    use crate::cache::{CacheKey, DEFAULT_TTL};
-
-    pub fn cart_item(id: i64) -> CacheKey {
-        CacheKey::new("cart-item-cache", id, DEFAULT_TTL)
-    }
-
-    pub fn user_cart(user_id: &str) -> CacheKey {
-        CacheKey::new("user-cart-items-cache", user_id, DEFAULT_TTL)
-    }
-}
 
 /// The `cart_updates` event of a change to one cart row.
 pub fn item_event(event_type: &'static str, item: &CartItem) -> OutboxEvent {
@@ -108,7 +96,7 @@ async fn get_cart_item(
     shopper
         .cached_entity(
             &state.cache,
-            &cache_keys::cart_item(id),
+            &keys::cart_item(id),
             "/user_id",
             || async {
                 db::item(&state.pool, id)
@@ -140,7 +128,7 @@ async fn cart_of_user(
     let user_id = user_id.as_str();
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_cart(user_id),
+        &keys::user_cart(user_id),
         &page,
         || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) },
         |page| async move { Ok(db::items_of(&state.pool, user_id, &page).await?) },
@@ -182,7 +170,7 @@ async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Ve
     tx.commit().await?;
     // Touches: user-cart-items-cache/{user} of every owner (new rows have no entry of their own).
     let owners: HashSet<&str> = inserted.iter().map(|item| item.user_id.as_str()).collect();
-    let keys: Vec<_> = owners.into_iter().map(cache_keys::user_cart).collect();
+    let keys: Vec<_> = owners.into_iter().map(keys::user_cart).collect();
     state.cache.invalidate(&keys).await;
     Ok(inserted)
 }
@@ -261,10 +249,7 @@ async fn update_cart_item(
     // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
     state
         .cache
-        .invalidate(&[
-            cache_keys::cart_item(id),
-            cache_keys::user_cart(&updated.user_id),
-        ])
+        .invalidate(&[keys::cart_item(id), keys::user_cart(&updated.user_id)])
         .await;
     Ok(Json(IdResponse { id }))
 }
@@ -295,7 +280,7 @@ async fn delete_cart_item(
     // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
     state
         .cache
-        .invalidate(&[cache_keys::cart_item(id), cache_keys::user_cart(&user_id)])
+        .invalidate(&[keys::cart_item(id), keys::user_cart(&user_id)])
         .await;
     Ok(Json(IdResponse { id }))
 }

@@ -9,37 +9,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::cache::{CacheKey, DEFAULT_TTL};
+use crate::cache::keys;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::auth::Storefront;
 use crate::http::extract::{DataList, JsonBytes, PathParams};
 use crate::http::pagination::{self, PageQuery};
 use model::{Category, SubCategory};
-
-/// Cache keys of this domain.
-pub mod cache_keys {
-    use super::*;
-
-    pub fn category(id: i64) -> CacheKey {
-        CacheKey::new("category-cache", id, DEFAULT_TTL)
-    }
-    pub fn all_categories() -> CacheKey {
-        CacheKey::new("categories-cache", "all", DEFAULT_TTL)
-    }
-    pub fn sub_category(id: i64) -> CacheKey {
-        CacheKey::new("subcategory-cache", id, DEFAULT_TTL)
-    }
-    pub fn all_sub_categories() -> CacheKey {
-        CacheKey::new("subcategories-cache", "all", DEFAULT_TTL)
-    }
-    pub fn sub_categories_of(category_id: i64) -> CacheKey {
-        CacheKey::new(
-            "subcategories-cache",
-            format!("category/{category_id}"),
-            DEFAULT_TTL,
-        )
-    }
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -66,7 +41,7 @@ async fn get_category(
 ) -> ApiResult<JsonBytes> {
     state
         .cache
-        .get_or_load(&cache_keys::category(id), || async {
+        .get_or_load(&keys::category(id), || async {
             db::category(&state.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("category {id} not found")))
@@ -88,7 +63,7 @@ async fn all_categories(
     let state = &state;
     pagination::list(
         &state.cache,
-        &cache_keys::all_categories(),
+        &keys::all_categories(),
         &page,
         |page| async move { Ok(db::all_categories(&state.pool, &page).await?) },
     )
@@ -111,7 +86,7 @@ async fn get_sub_category(
 ) -> ApiResult<JsonBytes> {
     state
         .cache
-        .get_or_load(&cache_keys::sub_category(id), || async {
+        .get_or_load(&keys::sub_category(id), || async {
             db::sub_category(&state.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("sub-category {id} not found")))
@@ -133,7 +108,7 @@ async fn all_sub_categories(
     let state = &state;
     pagination::list(
         &state.cache,
-        &cache_keys::all_sub_categories(),
+        &keys::all_sub_categories(),
         &page,
         |page| async move { Ok(db::all_sub_categories(&state.pool, &page).await?) },
     )
@@ -157,7 +132,7 @@ async fn sub_categories_of_category(
     let state = &state;
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::sub_categories_of(category_id),
+        &keys::sub_categories_of(category_id),
         &page,
         || async move { Ok(db::category_exists(&state.pool, category_id).await?) },
         |page| async move { Ok(db::sub_categories_of(&state.pool, category_id, &page).await?) },

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, keys};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
 use crate::http::auth::Scope;
@@ -35,38 +35,14 @@ use model::{
     ValidLine, ValidOrder,
 };
 
-/// Cache keys of this domain.
-pub mod cache_keys {
-    use crate::cache::{CacheKey, DEFAULT_TTL};
-
-    pub fn order(id: i64) -> CacheKey {
-        CacheKey::new("order-cache", id, DEFAULT_TTL)
-    }
-    pub fn user_orders(user_id: &str) -> CacheKey {
-        CacheKey::new("user-orders-cache", user_id, DEFAULT_TTL)
-    }
-    pub fn order_item(id: i64) -> CacheKey {
-        CacheKey::new("order-item-cache", id, DEFAULT_TTL)
-    }
-    pub fn order_items(order_id: i64) -> CacheKey {
-        CacheKey::new("order-items-cache", order_id, DEFAULT_TTL)
-    }
-    pub fn detailed_order(order_id: i64) -> CacheKey {
-        CacheKey::new("detailed-order-cache", order_id, DEFAULT_TTL)
-    }
-    pub fn user_detailed_orders(user_id: &str) -> CacheKey {
-        CacheKey::new("user-detailed-orders-cache", user_id, DEFAULT_TTL)
-    }
-}
-
 /// The keys whose content includes the order row itself: its entry, its detailed view, and the
 /// owner's two lists.
 fn order_keys(order: &Order) -> Vec<CacheKey> {
     vec![
-        cache_keys::order(order.id),
-        cache_keys::detailed_order(order.id),
-        cache_keys::user_orders(&order.user_id),
-        cache_keys::user_detailed_orders(&order.user_id),
+        keys::order(order.id),
+        keys::detailed_order(order.id),
+        keys::user_orders(&order.user_id),
+        keys::user_detailed_orders(&order.user_id),
     ]
 }
 
@@ -74,8 +50,8 @@ fn order_keys(order: &Order) -> Vec<CacheKey> {
 /// `items_total` follows the items).
 fn item_keys(order: &Order, item_id: i64) -> Vec<CacheKey> {
     let mut keys = order_keys(order);
-    keys.push(cache_keys::order_item(item_id));
-    keys.push(cache_keys::order_items(order.id));
+    keys.push(keys::order_item(item_id));
+    keys.push(keys::order_items(order.id));
     keys
 }
 
@@ -190,7 +166,7 @@ async fn get_order(
     shopper
         .cached_entity(
             &state.cache,
-            &cache_keys::order(id),
+            &keys::order(id),
             "/user_id",
             || async {
                 db::order(&state.pool, id)
@@ -222,7 +198,7 @@ async fn orders_of_user(
     let user_id = user_id.as_str();
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_orders(user_id),
+        &keys::user_orders(user_id),
         &page,
         || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) },
         |page| async move { Ok(db::orders_of(&state.pool, user_id, &page).await?) },
@@ -256,7 +232,7 @@ async fn create_order(
     // Touches: the order keys and order-items-cache/{id}: a read of the not-yet-existing id may
     // have cached an empty item list (404s are never cached, empty lists are).
     let mut keys = order_keys(&order);
-    keys.push(cache_keys::order_items(order.id));
+    keys.push(keys::order_items(order.id));
     state.cache.invalidate(&keys).await;
     tracing::info!(order_id = order.id, items = items.len(), "order created");
     Ok(DetailedOrder { order, items })
@@ -347,8 +323,8 @@ async fn delete_order(
     tx.commit().await?;
     // Touches: the order keys, order-items-cache/{id} and order-item-cache/{each item}.
     let mut keys = order_keys(&order);
-    keys.push(cache_keys::order_items(id));
-    keys.extend(items.iter().map(|item| cache_keys::order_item(item.id)));
+    keys.push(keys::order_items(id));
+    keys.extend(items.iter().map(|item| keys::order_item(item.id)));
     state.cache.invalidate(&keys).await;
     Ok(Json(IdResponse { id }))
 }
@@ -376,7 +352,7 @@ async fn get_order_item(
     }
     state
         .cache
-        .get_or_load(&cache_keys::order_item(id), || async {
+        .get_or_load(&keys::order_item(id), || async {
             db::item(&state.pool, id)
                 .await?
                 .ok_or_else(|| item_not_found(id))
@@ -411,7 +387,7 @@ async fn items_of_order(
     let state = &state;
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::order_items(order_id),
+        &keys::order_items(order_id),
         &page,
         || async move { Ok(db::owner_of_order(&state.pool, order_id).await?.is_some()) },
         |page| async move { Ok(db::items_of(&state.pool, order_id, &page).await?) },
@@ -540,7 +516,7 @@ async fn get_detailed_order(
     shopper
         .cached_entity(
             &state.cache,
-            &cache_keys::detailed_order(order_id),
+            &keys::detailed_order(order_id),
             "/order/user_id",
             || async {
                 let order = db::order(&state.pool, order_id)
@@ -570,7 +546,7 @@ async fn detailed_orders_of_user(
 ) -> ApiResult<Response> {
     limits::check_path_user_id(&user_id)?;
     shopper.check(&user_id, || orders_not_found(&user_id))?;
-    let key = cache_keys::user_detailed_orders(&user_id);
+    let key = keys::user_detailed_orders(&user_id);
     let state = &state;
     let user_id = user_id.as_str();
     let user_exists = || async move { Ok(users::db::user_exists(&state.pool, user_id).await?) };

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::cache::{CacheKey, PRODUCT_TTL};
+use crate::cache::{CacheKey, keys};
 use crate::cart;
 use crate::categories;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -22,42 +22,6 @@ use crate::http::auth::{Admin, Storefront};
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use crate::http::pagination::{self, PageQuery};
 use model::{Product, ProductRequest, ValidProduct};
-
-/// Cache keys of this domain (names kept from the original service).
-pub mod cache_keys {
-    use super::*;
-
-    pub fn product(id: i64) -> CacheKey {
-        CacheKey::new("product-cache", id, PRODUCT_TTL)
-    }
-    pub fn all() -> CacheKey {
-        CacheKey::new("products-cache", "all", PRODUCT_TTL)
-    }
-    pub fn by_category(category_id: i64) -> CacheKey {
-        CacheKey::new(
-            "products-cache",
-            format!("category/{category_id}"),
-            PRODUCT_TTL,
-        )
-    }
-    pub fn by_sub_category(sub_category_id: i64) -> CacheKey {
-        CacheKey::new(
-            "products-cache",
-            format!("subcategory/{sub_category_id}"),
-            PRODUCT_TTL,
-        )
-    }
-    pub fn hero() -> CacheKey {
-        CacheKey::new("hero-products-cache", "all", PRODUCT_TTL)
-    }
-    pub fn hero_of_category(category_id: i64) -> CacheKey {
-        CacheKey::new(
-            "hero-products-cache",
-            format!("category/{category_id}"),
-            PRODUCT_TTL,
-        )
-    }
-}
 
 /// Every key a change to one product can make stale: its own entry, the full list, the hero list,
 /// the lists of its old and new category and sub-category, and the hero lists of the categories
@@ -70,15 +34,15 @@ fn keys_touched_by(
     let categories: BTreeSet<i64> = versions.iter().map(|p| p.category).collect();
     let sub_categories: BTreeSet<i64> = versions.iter().map(|p| p.sub_category).collect();
     let mut keys = vec![
-        cache_keys::product(product_id),
-        cache_keys::all(),
-        cache_keys::hero(),
+        keys::product(product_id),
+        keys::all_products(),
+        keys::hero_products(),
     ];
-    keys.extend(categories.iter().map(|&c| cache_keys::by_category(c)));
+    keys.extend(categories.iter().map(|&c| keys::products_of_category(c)));
     keys.extend(
         sub_categories
             .iter()
-            .map(|&s| cache_keys::by_sub_category(s)),
+            .map(|&s| keys::products_of_sub_category(s)),
     );
     keys.extend(
         categories
@@ -86,7 +50,7 @@ fn keys_touched_by(
             .chain(hero_categories)
             .collect::<BTreeSet<_>>()
             .into_iter()
-            .map(|&c| cache_keys::hero_of_category(c)),
+            .map(|&c| keys::hero_products_of_category(c)),
     );
     keys
 }
@@ -121,7 +85,7 @@ async fn get_product(
 ) -> ApiResult<JsonBytes> {
     state
         .cache
-        .get_or_load(&cache_keys::product(id), || async {
+        .get_or_load(&keys::product(id), || async {
             db::product(&state.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("product {id} not found")))
@@ -141,9 +105,12 @@ async fn all_products(
     page: PageQuery,
 ) -> ApiResult<Response> {
     let state = &state;
-    pagination::list(&state.cache, &cache_keys::all(), &page, |page| async move {
-        Ok(db::all(&state.pool, &page).await?)
-    })
+    pagination::list(
+        &state.cache,
+        &keys::all_products(),
+        &page,
+        |page| async move { Ok(db::all(&state.pool, &page).await?) },
+    )
     .await
 }
 
@@ -164,7 +131,7 @@ async fn products_of_category(
     let state = &state;
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::by_category(id),
+        &keys::products_of_category(id),
         &page,
         || async move { Ok(categories::db::category_exists(&state.pool, id).await?) },
         |page| async move { Ok(db::by_category(&state.pool, id, &page).await?) },
@@ -189,7 +156,7 @@ async fn products_of_sub_category(
     let state = &state;
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::by_sub_category(id),
+        &keys::products_of_sub_category(id),
         &page,
         || async move {
             Ok(categories::db::sub_category(&state.pool, id)
@@ -208,7 +175,7 @@ async fn products_of_sub_category(
 async fn hero_products(_caller: Storefront, State(state): State<AppState>) -> ApiResult<JsonBytes> {
     state
         .cache
-        .get_or_load(&cache_keys::hero(), || async {
+        .get_or_load(&keys::hero_products(), || async {
             Ok(DataList::new(db::hero(&state.pool).await?))
         })
         .await
@@ -230,7 +197,7 @@ async fn hero_products_of_category(
 ) -> ApiResult<JsonBytes> {
     state
         .cache
-        .get_or_load(&cache_keys::hero_of_category(category), || async {
+        .get_or_load(&keys::hero_products_of_category(category), || async {
             Ok(DataList::new(
                 db::hero_of_category(&state.pool, category).await?,
             ))
@@ -401,8 +368,8 @@ async fn delete_product(
 
     let mut keys = keys_touched_by(id, &[&product], &hero_categories);
     for item in &removed_from_carts {
-        keys.push(cart::cache_keys::cart_item(item.id));
-        keys.push(cart::cache_keys::user_cart(&item.user_id));
+        keys.push(keys::cart_item(item.id));
+        keys.push(keys::user_cart(&item.user_id));
     }
     state.cache.invalidate(&keys).await;
     tracing::info!(

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::cache::keys;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::events::outbox::{self, OutboxEvent, Topic};
@@ -21,24 +22,6 @@ use crate::http::identity::Shopper;
 use crate::http::pagination::{self, PageQuery};
 use crate::limits;
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
-
-/// Cache keys of this domain.
-pub mod cache_keys {
-    use crate::cache::{CacheKey, DEFAULT_TTL};
-
-    pub fn user(id: &str) -> CacheKey {
-        CacheKey::new("user-cache", id, DEFAULT_TTL)
-    }
-    pub fn all_users() -> CacheKey {
-        CacheKey::new("users-cache", "all", DEFAULT_TTL)
-    }
-    pub fn address(id: i64) -> CacheKey {
-        CacheKey::new("address-cache", id, DEFAULT_TTL)
-    }
-    pub fn user_addresses(user_id: &str) -> CacheKey {
-        CacheKey::new("user-addresses-cache", user_id, DEFAULT_TTL)
-    }
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -94,7 +77,7 @@ async fn get_user(
     shopper
         .cached_entity(
             &state.cache,
-            &cache_keys::user(&id),
+            &keys::user(&id),
             "/id",
             || async {
                 db::user(&state.pool, &id)
@@ -117,12 +100,9 @@ async fn all_users(
     page: PageQuery,
 ) -> ApiResult<Response> {
     let state = &state;
-    pagination::list(
-        &state.cache,
-        &cache_keys::all_users(),
-        &page,
-        |page| async move { Ok(db::all_users(&state.pool, &page).await?) },
-    )
+    pagination::list(&state.cache, &keys::all_users(), &page, |page| async move {
+        Ok(db::all_users(&state.pool, &page).await?)
+    })
     .await
 }
 
@@ -154,7 +134,7 @@ async fn add_user(
     // Touches: user-cache/{id} (a cached 404 is never stored, but be exact), users-cache/all.
     state
         .cache
-        .invalidate(&[cache_keys::user(&user.id), cache_keys::all_users()])
+        .invalidate(&[keys::user(&user.id), keys::all_users()])
         .await;
     Ok(Json(user))
 }
@@ -189,7 +169,7 @@ async fn update_user(
     // Touches: user-cache/{id}, users-cache/all.
     state
         .cache
-        .invalidate(&[cache_keys::user(&user.id), cache_keys::all_users()])
+        .invalidate(&[keys::user(&user.id), keys::all_users()])
         .await;
     Ok(Json(IdResponse { id: user.id }))
 }
@@ -236,17 +216,13 @@ async fn delete_user(
     // Touches: user-cache/{id}, users-cache/all, user-addresses-cache/{id}, address-cache/{each},
     // user-cart-items-cache/{id}, cart-item-cache/{each}.
     let mut keys = vec![
-        cache_keys::user(&id),
-        cache_keys::all_users(),
-        cache_keys::user_addresses(&id),
-        cart::cache_keys::user_cart(&id),
+        keys::user(&id),
+        keys::all_users(),
+        keys::user_addresses(&id),
+        keys::user_cart(&id),
     ];
-    keys.extend(removed_addresses.iter().map(|a| cache_keys::address(a.id)));
-    keys.extend(
-        removed_cart
-            .iter()
-            .map(|item| cart::cache_keys::cart_item(item.id)),
-    );
+    keys.extend(removed_addresses.iter().map(|a| keys::address(a.id)));
+    keys.extend(removed_cart.iter().map(|item| keys::cart_item(item.id)));
     state.cache.invalidate(&keys).await;
     Ok(Json(IdResponse { id }))
 }
@@ -267,7 +243,7 @@ async fn get_address(
     shopper
         .cached_entity(
             &state.cache,
-            &cache_keys::address(id),
+            &keys::address(id),
             "/userId",
             || async {
                 db::address(&state.pool, id)
@@ -299,7 +275,7 @@ async fn addresses_of_user(
     let user_id = user_id.as_str();
     pagination::list_of_owner(
         &state.cache,
-        &cache_keys::user_addresses(user_id),
+        &keys::user_addresses(user_id),
         &page,
         || async move { Ok(db::user_exists(&state.pool, user_id).await?) },
         |page| async move { Ok(db::addresses_of(&state.pool, user_id, &page).await?) },
@@ -354,7 +330,7 @@ async fn add_address(
     // Touches: user-addresses-cache/{user}.
     state
         .cache
-        .invalidate(&[cache_keys::user_addresses(&address.user_id)])
+        .invalidate(&[keys::user_addresses(&address.user_id)])
         .await;
     Ok(Json(address))
 }
@@ -394,10 +370,7 @@ async fn update_address(
     // Touches: address-cache/{id}, user-addresses-cache/{user}.
     state
         .cache
-        .invalidate(&[
-            cache_keys::address(id),
-            cache_keys::user_addresses(&address.user_id),
-        ])
+        .invalidate(&[keys::address(id), keys::user_addresses(&address.user_id)])
         .await;
     Ok(Json(IdResponse { id }))
 }
@@ -442,10 +415,7 @@ async fn delete_address(
     // Touches: address-cache/{id}, user-addresses-cache/{user}.
     state
         .cache
-        .invalidate(&[
-            cache_keys::address(address_id),
-            cache_keys::user_addresses(&user_id),
-        ])
+        .invalidate(&[keys::address(address_id), keys::user_addresses(&user_id)])
         .await;
     Ok(Json(IdResponse { id: address_id }))
 }

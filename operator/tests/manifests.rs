@@ -218,3 +218,33 @@ fn rbac_grants_every_watched_child_kind_list_watch_patch_delete_and_no_get() {
 fn rbac_lets_the_secret_watch_list_and_watch_and_never_write() {
     assert_eq!(granted_verbs("", "secrets"), ["get", "list", "watch"]);
 }
+
+#[test]
+fn the_readme_names_every_reason_in_the_code() {
+    // Every condition type, reason, Event reason and action, and failure label is a quoted
+    // CamelCase string in these files; the operator README must list each one a user can meet.
+    let readme = std::fs::read_to_string(repository_root().join("operator/README.md"))
+        .expect("operator/README.md");
+    let quoted = regex::Regex::new(r#""([A-Z][A-Za-z]+)""#).expect("regex");
+    // Condition statuses, and the Job condition types the operator reads but never shows.
+    let not_reasons = ["True", "False", "Unknown", "Complete", "Failed"];
+    let mut missing = std::collections::BTreeSet::new();
+    for file in ["status.rs", "error.rs", "controller.rs"] {
+        let source = std::fs::read_to_string(repository_root().join("operator/src").join(file))
+            .expect("source file");
+        for captures in quoted.captures_iter(&source) {
+            let reason = &captures[1];
+            if !not_reasons.contains(&reason)
+                && !readme.contains(&format!("{reason}`"))
+                && !readme.contains(&format!("{reason})"))
+                && !readme.contains(&format!("{reason},"))
+            {
+                missing.insert(reason.to_owned());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "operator/README.md does not name {missing:?}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod events;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod mutation;
 pub mod orders;
 pub mod products;
 pub mod service_endpoints;

@@ -16,11 +16,12 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::cache::keys;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::events::outbox::{OutboxEvent, Topic};
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use crate::http::identity::Shopper;
 use crate::http::pagination::{self, PageQuery};
 use crate::limits;
+use crate::mutation::Mutation;
 use crate::products;
 use crate::users;
 use model::{CartItem, CartItemRequest, CartItemsRequest, ValidCartItem};
@@ -30,6 +31,41 @@ pub fn item_event(event_type: &'static str, item: &CartItem) -> OutboxEvent {
     OutboxEvent::new(Topic::CartUpdates, item.user_id.as_str(), event_type)
         .with("user_id", &item.user_id)
         .with("cart_item", item)
+}
+
+/// Records in `change` the removal of cart rows: a `cart_item_deleted` event for each row's owner,
+/// and each row's entry and its owner's cart as stale.
+fn record_removed(change: &mut Mutation<'_>, removed: &[CartItem]) {
+    change.events(
+        removed
+            .iter()
+            .map(|item| item_event("cart_item_deleted", item)),
+    );
+    change.invalidate(
+        removed
+            .iter()
+            .flat_map(|item| [keys::cart_item(item.id), keys::user_cart(&item.user_id)]),
+    );
+}
+
+/// The cart's part of a product deletion: removes the product from every cart within `change`
+/// (an event per removed row, for its owner). Returns how many rows were removed.
+pub async fn remove_items_of_product(
+    change: &mut Mutation<'_>,
+    product_id: i64,
+) -> ApiResult<usize> {
+    let removed = db::delete_items_of_product(change.tx(), product_id).await?;
+    record_removed(change, &removed);
+    Ok(removed.len())
+}
+
+/// The cart's part of a user deletion: empties the user's cart within `change` (an event per
+/// removed row); the user's cart entry is stale even when it was empty.
+pub async fn remove_items_of_user(change: &mut Mutation<'_>, user_id: &str) -> ApiResult<()> {
+    let removed = db::delete_items_of_user(change.tx(), user_id).await?;
+    change.invalidate([keys::user_cart(user_id)]);
+    record_removed(change, &removed);
+    Ok(())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -159,19 +195,18 @@ async fn check_cart_room(tx: &mut sqlx::PgConnection, items: &[ValidCartItem]) -
 
 /// Insert validated rows with their events in one transaction, then invalidate.
 async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Vec<CartItem>> {
-    let mut tx = state.pool.begin().await?;
-    check_cart_room(&mut tx, items).await?;
-    let inserted = db::insert_many(&mut tx, items).await?;
-    let events: Vec<OutboxEvent> = inserted
-        .iter()
-        .map(|item| item_event("cart_item_added", item))
-        .collect();
-    outbox::append(&mut tx, &events).await?;
-    tx.commit().await?;
+    let mut change = Mutation::begin(state).await?;
+    check_cart_room(change.tx(), items).await?;
+    let inserted = db::insert_many(change.tx(), items).await?;
+    change.events(
+        inserted
+            .iter()
+            .map(|item| item_event("cart_item_added", item)),
+    );
     // Touches: user-cart-items-cache/{user} of every owner (new rows have no entry of their own).
     let owners: HashSet<&str> = inserted.iter().map(|item| item.user_id.as_str()).collect();
-    let keys: Vec<_> = owners.into_iter().map(keys::user_cart).collect();
-    state.cache.invalidate(&keys).await;
+    change.invalidate(owners.into_iter().map(keys::user_cart));
+    change.commit().await?;
     Ok(inserted)
 }
 
@@ -238,19 +273,16 @@ async fn update_cart_item(
     let item = request.validate()?;
     shopper.check(&item.user_id, || item_not_found(id))?;
     check_references(&state, std::slice::from_ref(&item), false).await?;
-    let mut tx = state.pool.begin().await?;
-    match db::item_for_update(&mut tx, id).await? {
+    let mut change = Mutation::begin(&state).await?;
+    match db::item_for_update(change.tx(), id).await? {
         Some(stored) if stored.user_id == item.user_id => {}
         _ => return Err(item_not_found(id)),
     }
-    let updated = db::update(&mut tx, id, &item).await?;
-    outbox::append(&mut tx, &[item_event("cart_item_updated", &updated)]).await?;
-    tx.commit().await?;
+    let updated = db::update(change.tx(), id, &item).await?;
+    change.event(item_event("cart_item_updated", &updated));
     // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
-    state
-        .cache
-        .invalidate(&[keys::cart_item(id), keys::user_cart(&updated.user_id)])
-        .await;
+    change.invalidate([keys::cart_item(id), keys::user_cart(&updated.user_id)]);
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -271,16 +303,12 @@ async fn delete_cart_item(
     PathParams((id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     shopper.check(&user_id, || item_not_found(id))?;
-    let mut tx = state.pool.begin().await?;
-    let removed = db::delete_owned(&mut tx, id, &user_id)
+    let mut change = Mutation::begin(&state).await?;
+    let removed = db::delete_owned(change.tx(), id, &user_id)
         .await?
         .ok_or_else(|| item_not_found(id))?;
-    outbox::append(&mut tx, &[item_event("cart_item_deleted", &removed)]).await?;
-    tx.commit().await?;
     // Touches: cart-item-cache/{id}, user-cart-items-cache/{user}.
-    state
-        .cache
-        .invalidate(&[keys::cart_item(id), keys::user_cart(&user_id)])
-        .await;
+    record_removed(&mut change, std::slice::from_ref(&removed));
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }

@@ -15,10 +15,11 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use serde_json::{Map, Value};
 
-use super::outbox::{self, OutboxEvent, Topic};
+use super::outbox::{OutboxEvent, Topic};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http::identity::Shopper;
+use crate::mutation::Mutation;
 
 /// Most events in one request.
 pub const MAX_EVENTS: usize = 500;
@@ -200,25 +201,18 @@ pub async fn accept(
             });
         }
     }
-    let unavailable = |error: sqlx::Error| match ApiError::from(error) {
+    let unavailable = |error: ApiError| match error {
         // Whatever kept the database from storing them, the events were not accepted: the client
-        // must retry, so answer 503 rather than 500.
+        // must retry, so answer 503 rather than 500 (a too-large event stays a 400).
         ApiError::Internal(cause) => ApiError::Unavailable(cause),
         other => other,
     };
-    let mut tx = state.pool.begin().await.map_err(unavailable)?;
-    outbox::append(&mut tx, &outbox_events)
-        .await
-        .map_err(|error| match error {
-            outbox::AppendError::Database(error) => unavailable(error),
-            too_large => ApiError::from(too_large),
-        })?;
-    tx.commit().await.map_err(unavailable)?;
-    state
-        .metrics
-        .user_events_accepted
-        .inc_by(outbox_events.len() as u64);
-    Ok(outbox_events.len())
+    let accepted = outbox_events.len();
+    let mut change = Mutation::begin(state).await.map_err(unavailable)?;
+    change.events(outbox_events);
+    change.commit().await.map_err(unavailable)?;
+    state.metrics.user_events_accepted.inc_by(accepted as u64);
+    Ok(accepted)
 }
 
 #[cfg(test)]

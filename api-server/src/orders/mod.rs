@@ -22,12 +22,13 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::cache::{CacheKey, keys};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::events::outbox::{OutboxEvent, Topic};
 use crate::http::auth::Scope;
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use crate::http::identity::Shopper;
 use crate::http::pagination::{self, Page, PageQuery};
 use crate::limits;
+use crate::mutation::Mutation;
 use crate::products;
 use crate::users;
 use model::{
@@ -99,24 +100,17 @@ fn too_many_items() -> ApiError {
     ))
 }
 
-/// Writes the `orders_updates` event of a change to one item, commits, then invalidates.
-/// Touches: order-item-cache/{id}, order-items-cache/{order}, and the order keys (order-cache,
+/// Records in `change` a change to one item: its `orders_updates` event and the keys it touches:
+/// order-item-cache/{id}, order-items-cache/{order}, and the order keys (order-cache,
 /// detailed-order-cache, user-orders-cache, user-detailed-orders-cache): `items_total` changed.
-async fn commit_item_change(
-    state: &AppState,
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+fn record_item_change(
+    change: &mut Mutation<'_>,
     event_type: &'static str,
     order: &Order,
     item: &OrderItem,
-) -> ApiResult<()> {
-    outbox::append(
-        &mut tx,
-        &[order_event(event_type, order, std::slice::from_ref(item))],
-    )
-    .await?;
-    tx.commit().await?;
-    state.cache.invalidate(&item_keys(order, item.id)).await;
-    Ok(())
+) {
+    change.event(order_event(event_type, order, std::slice::from_ref(item)));
+    change.invalidate(item_keys(order, item.id));
 }
 
 /// `address_id 7 does not exist` / `address_id 7 does not belong to user`.
@@ -212,14 +206,18 @@ async fn create_order(
     order: &ValidOrder,
     lines: &[ValidLine],
 ) -> ApiResult<DetailedOrder> {
-    let mut tx = state.pool.begin().await?;
-    let mut order = db::insert_order(&mut tx, order).await?;
-    let items = db::insert_items(&mut tx, order.id, lines).await?;
+    let mut change = Mutation::begin(state).await?;
+    let mut order = db::insert_order(change.tx(), order).await?;
+    let items = db::insert_items(change.tx(), order.id, lines).await?;
     if !items.is_empty() {
-        order = db::refresh_items_total(&mut tx, order.id).await?;
+        order = db::refresh_items_total(change.tx(), order.id).await?;
     }
-    outbox::append(&mut tx, &[order_event("order_created", &order, &items)]).await?;
-    tx.commit().await?;
+    change.event(order_event("order_created", &order, &items));
+    // Touches: the order keys and order-items-cache/{id}: a read of the not-yet-existing id may
+    // have cached an empty item list (404s are never cached, empty lists are).
+    change.invalidate(order_keys(&order));
+    change.invalidate([keys::order_items(order.id)]);
+    change.commit().await?;
     if !items.is_empty() && model::total_mismatch(order.total_price, order.items_total) {
         state.metrics.order_total_mismatches.inc();
         tracing::warn!(
@@ -229,11 +227,6 @@ async fn create_order(
             "order total differs from the server's item total"
         );
     }
-    // Touches: the order keys and order-items-cache/{id}: a read of the not-yet-existing id may
-    // have cached an empty item list (404s are never cached, empty lists are).
-    let mut keys = order_keys(&order);
-    keys.push(keys::order_items(order.id));
-    state.cache.invalidate(&keys).await;
     tracing::info!(order_id = order.id, items = items.len(), "order created");
     Ok(DetailedOrder { order, items })
 }
@@ -277,21 +270,21 @@ async fn update_order(
     let valid = request.validate()?;
     shopper.check(&valid.user_id, || order_not_found(id))?;
     check_address(&state, &valid).await?;
-    let mut tx = state.pool.begin().await?;
-    let stored = match db::order_for_update(&mut tx, id).await? {
+    let mut change = Mutation::begin(&state).await?;
+    let stored = match db::order_for_update(change.tx(), id).await? {
         Some(stored) if stored.user_id == valid.user_id => stored,
         _ => return Err(order_not_found(id)),
     };
     if shopper.caller.scope != Scope::Admin && !model::storefront_may_apply(&stored, &valid) {
         return Err(ApiError::PermissionDenied("admin"));
     }
-    let order = db::update_order(&mut tx, id, &valid).await?;
-    let items = db::items_of(&mut *tx, id, &Page::all()).await?;
-    outbox::append(&mut tx, &[order_event("order_updated", &order, &items)]).await?;
-    tx.commit().await?;
+    let order = db::update_order(change.tx(), id, &valid).await?;
+    let items = db::items_of(change.tx(), id, &Page::all()).await?;
+    change.event(order_event("order_updated", &order, &items));
     // Touches: order-cache/{id}, detailed-order-cache/{id}, user-orders-cache/{user},
     // user-detailed-orders-cache/{user}.
-    state.cache.invalidate(&order_keys(&order)).await;
+    change.invalidate(order_keys(&order));
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -312,20 +305,19 @@ async fn delete_order(
     PathParams((id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     shopper.check(&user_id, || order_not_found(id))?;
-    let mut tx = state.pool.begin().await?;
-    let order = match db::order_for_update(&mut tx, id).await? {
+    let mut change = Mutation::begin(&state).await?;
+    let order = match db::order_for_update(change.tx(), id).await? {
         Some(stored) if stored.user_id == user_id => stored,
         _ => return Err(order_not_found(id)),
     };
-    let items = db::delete_items_of(&mut tx, id).await?;
-    db::delete_order(&mut tx, id).await?;
-    outbox::append(&mut tx, &[order_event("order_deleted", &order, &items)]).await?;
-    tx.commit().await?;
+    let items = db::delete_items_of(change.tx(), id).await?;
+    db::delete_order(change.tx(), id).await?;
+    change.event(order_event("order_deleted", &order, &items));
     // Touches: the order keys, order-items-cache/{id} and order-item-cache/{each item}.
-    let mut keys = order_keys(&order);
-    keys.push(keys::order_items(id));
-    keys.extend(items.iter().map(|item| keys::order_item(item.id)));
-    state.cache.invalidate(&keys).await;
+    change.invalidate(order_keys(&order));
+    change.invalidate([keys::order_items(id)]);
+    change.invalidate(items.iter().map(|item| keys::order_item(item.id)));
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -421,23 +413,24 @@ async fn add_order_item(
     JsonBody(request): JsonBody<OrderItemRequest>,
 ) -> ApiResult<Json<OrderItem>> {
     let (order_id, line) = request.validate()?;
-    let mut tx = state.pool.begin().await?;
+    let mut change = Mutation::begin(&state).await?;
     // Locks the order so it cannot be deleted under the new item.
-    let order = db::order_for_update(&mut tx, order_id)
+    let order = db::order_for_update(change.tx(), order_id)
         .await?
         .ok_or_else(|| ApiError::invalid(format!("order_id {order_id} does not exist")))?;
     shopper.check(&order.user_id, || order_not_found(order_id))?;
     ensure_product_exists(&state, line.product_id).await?;
     // The order row is locked, so the count cannot change before the insert.
-    if db::item_count(&mut tx, order_id).await? >= limits::MAX_ORDER_ITEMS {
+    if db::item_count(change.tx(), order_id).await? >= limits::MAX_ORDER_ITEMS {
         return Err(too_many_items());
     }
-    let mut items = db::insert_items(&mut tx, order_id, &[line]).await?;
+    let mut items = db::insert_items(change.tx(), order_id, &[line]).await?;
     let item = items
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no row")))?;
-    let order = db::refresh_items_total(&mut tx, order.id).await?;
-    commit_item_change(&state, tx, "order_item_added", &order, &item).await?;
+    let order = db::refresh_items_total(change.tx(), order.id).await?;
+    record_item_change(&mut change, "order_item_added", &order, &item);
+    change.commit().await?;
     Ok(Json(item))
 }
 
@@ -458,10 +451,10 @@ async fn update_order_item(
     let id = request.update_id()?;
     let (order_id, line) = request.validate()?;
     ensure_product_exists(&state, line.product_id).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut change = Mutation::begin(&state).await?;
     // The order before the item, as every writer locks them (no deadlock with an order delete).
-    let order = db::order_for_update(&mut tx, order_id).await?;
-    let stored = db::item_for_update(&mut tx, id)
+    let order = db::order_for_update(change.tx(), order_id).await?;
+    let stored = db::item_for_update(change.tx(), id)
         .await?
         .ok_or_else(|| item_not_found(id))?;
     if stored.order_id != order_id {
@@ -469,9 +462,10 @@ async fn update_order_item(
     }
     let order = order.ok_or_else(|| item_not_found(id))?;
     shopper.check(&order.user_id, || item_not_found(id))?;
-    let item = db::update_item(&mut tx, id, &line).await?;
-    let order = db::refresh_items_total(&mut tx, order.id).await?;
-    commit_item_change(&state, tx, "order_item_updated", &order, &item).await?;
+    let item = db::update_item(change.tx(), id, &line).await?;
+    let order = db::refresh_items_total(change.tx(), order.id).await?;
+    record_item_change(&mut change, "order_item_updated", &order, &item);
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -488,15 +482,16 @@ async fn delete_order_item(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
-    let mut tx = state.pool.begin().await?;
+    let mut change = Mutation::begin(&state).await?;
     // The order before the item, as every writer locks them (no deadlock with an order delete);
     // the ownership check is part of the DELETE itself.
-    db::lock_order_of_item(&mut tx, id).await?;
-    let item = db::delete_owned_item(&mut tx, id, shopper.bound_user())
+    db::lock_order_of_item(change.tx(), id).await?;
+    let item = db::delete_owned_item(change.tx(), id, shopper.bound_user())
         .await?
         .ok_or_else(|| item_not_found(id))?;
-    let order = db::refresh_items_total(&mut tx, item.order_id).await?;
-    commit_item_change(&state, tx, "order_item_deleted", &order, &item).await?;
+    let order = db::refresh_items_total(change.tx(), item.order_id).await?;
+    record_item_change(&mut change, "order_item_deleted", &order, &item);
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 

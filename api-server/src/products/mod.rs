@@ -17,10 +17,11 @@ use crate::cache::{CacheKey, keys};
 use crate::cart;
 use crate::categories;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::events::outbox::{OutboxEvent, Topic};
 use crate::http::auth::{Admin, Storefront};
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use crate::http::pagination::{self, PageQuery};
+use crate::mutation::Mutation;
 use model::{Product, ProductRequest, ValidProduct};
 
 /// Every key a change to one product can make stale: its own entry, the full list, the hero list,
@@ -274,15 +275,12 @@ async fn add_product(
     JsonBody(request): JsonBody<ProductRequest>,
 ) -> ApiResult<Json<Product>> {
     let valid = validate(&state, &request).await?;
-    let mut tx = state.pool.begin().await?;
-    let product = db::insert(&mut tx, &valid).await?;
-    outbox::append(&mut tx, &[product_event("product_created", &product)]).await?;
-    tx.commit().await?;
+    let mut change = Mutation::begin(&state).await?;
+    let product = db::insert(change.tx(), &valid).await?;
+    change.event(product_event("product_created", &product));
     // A new product is in no hero list yet.
-    state
-        .cache
-        .invalidate(&keys_touched_by(product.id, &[&product], &[]))
-        .await;
+    change.invalidate(keys_touched_by(product.id, &[&product], &[]));
+    change.commit().await?;
     tracing::info!(product_id = product.id, "product created");
     Ok(Json(product))
 }
@@ -305,22 +303,19 @@ async fn update_product(
     JsonBody(request): JsonBody<ProductRequest>,
 ) -> ApiResult<Json<Product>> {
     let valid = validate(&state, &request).await?;
-    let mut tx = state.pool.begin().await?;
-    let previous = db::product_for_update(&mut tx, id)
+    let mut change = Mutation::begin(&state).await?;
+    let previous = db::product_for_update(change.tx(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
-    let hero_categories = db::hero_categories_of(&mut tx, id).await?;
-    let product = db::update(&mut tx, id, &valid).await?;
-    outbox::append(&mut tx, &[product_event("product_updated", &product)]).await?;
-    tx.commit().await?;
-    state
-        .cache
-        .invalidate(&keys_touched_by(
-            id,
-            &[&previous, &product],
-            &hero_categories,
-        ))
-        .await;
+    let hero_categories = db::hero_categories_of(change.tx(), id).await?;
+    let product = db::update(change.tx(), id, &valid).await?;
+    change.event(product_event("product_updated", &product));
+    change.invalidate(keys_touched_by(
+        id,
+        &[&previous, &product],
+        &hero_categories,
+    ));
+    change.commit().await?;
     tracing::info!(product_id = id, "product updated");
     Ok(Json(product))
 }
@@ -341,41 +336,22 @@ async fn delete_product(
     State(state): State<AppState>,
     PathParams(id): PathParams<i64>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
-    let mut tx = state.pool.begin().await?;
-    let product = db::product_for_update(&mut tx, id)
+    let mut change = Mutation::begin(&state).await?;
+    let product = db::product_for_update(change.tx(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("product {id} not found")))?;
-    if db::is_ordered(&mut tx, id).await? {
+    if db::is_ordered(change.tx(), id).await? {
         return Err(ApiError::FailedPrecondition(format!(
             "product {id} is part of an order"
         )));
     }
-    let hero_categories = db::hero_categories_of(&mut tx, id).await?;
-    let removed_from_carts = cart::db::delete_items_of_product(&mut tx, id).await?;
-    db::delete(&mut tx, id).await?;
-    let mut events = vec![product_event("product_deleted", &product)];
-    events.extend(removed_from_carts.iter().map(|item| {
-        OutboxEvent::new(
-            Topic::CartUpdates,
-            item.user_id.clone(),
-            "cart_item_deleted",
-        )
-        .with("user_id", &item.user_id)
-        .with("cart_item", item)
-    }));
-    outbox::append(&mut tx, &events).await?;
-    tx.commit().await?;
-
-    let mut keys = keys_touched_by(id, &[&product], &hero_categories);
-    for item in &removed_from_carts {
-        keys.push(keys::cart_item(item.id));
-        keys.push(keys::user_cart(&item.user_id));
-    }
-    state.cache.invalidate(&keys).await;
-    tracing::info!(
-        product_id = id,
-        removed_cart_items = removed_from_carts.len(),
-        "product deleted"
-    );
+    let hero_categories = db::hero_categories_of(change.tx(), id).await?;
+    change.event(product_event("product_deleted", &product));
+    change.invalidate(keys_touched_by(id, &[&product], &hero_categories));
+    // The cart rows go first (they reference the product); their events follow the product's.
+    let removed_cart_items = cart::remove_items_of_product(&mut change, id).await?;
+    db::delete(change.tx(), id).await?;
+    change.commit().await?;
+    tracing::info!(product_id = id, removed_cart_items, "product deleted");
     Ok(Json(IdResponse { id }))
 }

@@ -15,12 +15,13 @@ use crate::AppState;
 use crate::cache::keys;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::events::outbox::{self, OutboxEvent, Topic};
+use crate::events::outbox::{OutboxEvent, Topic};
 use crate::http::auth::Admin;
 use crate::http::extract::{DataList, IdResponse, JsonBody, JsonBytes, PathParams};
 use crate::http::identity::Shopper;
 use crate::http::pagination::{self, PageQuery};
 use crate::limits;
+use crate::mutation::Mutation;
 use model::{Address, AddressRequest, User, UserRequest, address_event_view, user_event_view};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -123,19 +124,12 @@ async fn add_user(
     let user = request.validate()?;
     shopper.check(&user.id, || user_not_found(&user.id))?;
     shopper.check_email(&user.email)?;
-    let mut tx = state.pool.begin().await?;
-    let user = db::insert_user(&mut tx, &user).await?;
-    outbox::append(
-        &mut tx,
-        &[user_event("user_created", Some(&user), &user.id, &[])],
-    )
-    .await?;
-    tx.commit().await?;
+    let mut change = Mutation::begin(&state).await?;
+    let user = db::insert_user(change.tx(), &user).await?;
+    change.event(user_event("user_created", Some(&user), &user.id, &[]));
     // Touches: user-cache/{id} (a cached 404 is never stored, but be exact), users-cache/all.
-    state
-        .cache
-        .invalidate(&[keys::user(&user.id), keys::all_users()])
-        .await;
+    change.invalidate([keys::user(&user.id), keys::all_users()]);
+    change.commit().await?;
     Ok(Json(user))
 }
 
@@ -156,21 +150,14 @@ async fn update_user(
     let user = request.validate()?;
     shopper.check(&user.id, || user_not_found(&user.id))?;
     shopper.check_email(&user.email)?;
-    let mut tx = state.pool.begin().await?;
-    let user = db::update_user(&mut tx, &user)
+    let mut change = Mutation::begin(&state).await?;
+    let user = db::update_user(change.tx(), &user)
         .await?
         .ok_or_else(|| user_not_found(&user.id))?;
-    outbox::append(
-        &mut tx,
-        &[user_event("user_updated", Some(&user), &user.id, &[])],
-    )
-    .await?;
-    tx.commit().await?;
+    change.event(user_event("user_updated", Some(&user), &user.id, &[]));
     // Touches: user-cache/{id}, users-cache/all.
-    state
-        .cache
-        .invalidate(&[keys::user(&user.id), keys::all_users()])
-        .await;
+    change.invalidate([keys::user(&user.id), keys::all_users()]);
+    change.commit().await?;
     Ok(Json(IdResponse { id: user.id }))
 }
 
@@ -188,42 +175,34 @@ async fn delete_user(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<IdResponse<String>>> {
     shopper.check(&id, || user_not_found(&id))?;
-    let mut tx = state.pool.begin().await?;
-    let user = db::user_for_update(&mut tx, &id)
+    let mut change = Mutation::begin(&state).await?;
+    let user = db::user_for_update(change.tx(), &id)
         .await?
         .ok_or_else(|| user_not_found(&id))?;
-    if db::has_orders(&mut tx, &id).await? {
+    if db::has_orders(change.tx(), &id).await? {
         return Err(ApiError::FailedPrecondition(format!(
             "user {id} has orders"
         )));
     }
-    let removed_cart = cart::db::delete_items_of_user(&mut tx, &id).await?;
-    let mut removed_addresses = db::delete_addresses_of(&mut tx, &id).await?;
+    // Touches: user-cache/{id}, users-cache/all, user-addresses-cache/{id}, address-cache/{each};
+    // the cart's removal its own keys. The cart's events come before the user's.
+    change.invalidate([
+        keys::user(&id),
+        keys::all_users(),
+        keys::user_addresses(&id),
+    ]);
+    cart::remove_items_of_user(&mut change, &id).await?;
+    let mut removed_addresses = db::delete_addresses_of(change.tx(), &id).await?;
     removed_addresses.sort_by_key(|address| address.id);
-    db::delete_user(&mut tx, &id).await?;
-    let mut events: Vec<OutboxEvent> = removed_cart
-        .iter()
-        .map(|item| cart::item_event("cart_item_deleted", item))
-        .collect();
-    events.push(user_event(
+    db::delete_user(change.tx(), &id).await?;
+    change.event(user_event(
         "user_deleted",
         Some(&user),
         &id,
         &removed_addresses,
     ));
-    outbox::append(&mut tx, &events).await?;
-    tx.commit().await?;
-    // Touches: user-cache/{id}, users-cache/all, user-addresses-cache/{id}, address-cache/{each},
-    // user-cart-items-cache/{id}, cart-item-cache/{each}.
-    let mut keys = vec![
-        keys::user(&id),
-        keys::all_users(),
-        keys::user_addresses(&id),
-        keys::user_cart(&id),
-    ];
-    keys.extend(removed_addresses.iter().map(|a| keys::address(a.id)));
-    keys.extend(removed_cart.iter().map(|item| keys::cart_item(item.id)));
-    state.cache.invalidate(&keys).await;
+    change.invalidate(removed_addresses.iter().map(|a| keys::address(a.id)));
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -309,29 +288,25 @@ async fn add_address(
     let valid = request.validate()?;
     shopper.check(&valid.user_id, || user_not_found(&valid.user_id))?;
     ensure_user_exists(&state, &valid.user_id).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut change = Mutation::begin(&state).await?;
     // Every address travels in the user's `user_deleted` event: their number is bounded.
-    db::lock_users(&mut tx, &[valid.user_id.as_str()]).await?;
-    if db::address_count(&mut tx, &valid.user_id).await? >= limits::MAX_ADDRESSES_PER_USER {
+    db::lock_users(change.tx(), &[valid.user_id.as_str()]).await?;
+    if db::address_count(change.tx(), &valid.user_id).await? >= limits::MAX_ADDRESSES_PER_USER {
         return Err(ApiError::invalid(format!(
             "too many addresses, at most {} per user",
             limits::MAX_ADDRESSES_PER_USER
         )));
     }
-    let address = db::insert_address(&mut tx, &valid).await?;
-    let event = user_event(
+    let address = db::insert_address(change.tx(), &valid).await?;
+    change.event(user_event(
         "address_added",
         None,
         &address.user_id,
         std::slice::from_ref(&address),
-    );
-    outbox::append(&mut tx, &[event]).await?;
-    tx.commit().await?;
+    ));
     // Touches: user-addresses-cache/{user}.
-    state
-        .cache
-        .invalidate(&[keys::user_addresses(&address.user_id)])
-        .await;
+    change.invalidate([keys::user_addresses(&address.user_id)]);
+    change.commit().await?;
     Ok(Json(address))
 }
 
@@ -353,25 +328,21 @@ async fn update_address(
     let valid = request.validate()?;
     shopper.check(&valid.user_id, || address_not_found(id))?;
     ensure_user_exists(&state, &valid.user_id).await?;
-    let mut tx = state.pool.begin().await?;
-    match db::address_for_update(&mut tx, id).await? {
+    let mut change = Mutation::begin(&state).await?;
+    match db::address_for_update(change.tx(), id).await? {
         Some(stored) if stored.user_id == valid.user_id => {}
         _ => return Err(address_not_found(id)),
     }
-    let address = db::update_address(&mut tx, id, &valid).await?;
-    let event = user_event(
+    let address = db::update_address(change.tx(), id, &valid).await?;
+    change.event(user_event(
         "address_updated",
         None,
         &address.user_id,
         std::slice::from_ref(&address),
-    );
-    outbox::append(&mut tx, &[event]).await?;
-    tx.commit().await?;
+    ));
     // Touches: address-cache/{id}, user-addresses-cache/{user}.
-    state
-        .cache
-        .invalidate(&[keys::address(id), keys::user_addresses(&address.user_id)])
-        .await;
+    change.invalidate([keys::address(id), keys::user_addresses(&address.user_id)]);
+    change.commit().await?;
     Ok(Json(IdResponse { id }))
 }
 
@@ -393,29 +364,25 @@ async fn delete_address(
     PathParams((address_id, user_id)): PathParams<(i64, String)>,
 ) -> ApiResult<Json<IdResponse<i64>>> {
     shopper.check(&user_id, || address_not_found(address_id))?;
-    let mut tx = state.pool.begin().await?;
-    let address = match db::address_for_update(&mut tx, address_id).await? {
+    let mut change = Mutation::begin(&state).await?;
+    let address = match db::address_for_update(change.tx(), address_id).await? {
         Some(stored) if stored.user_id == user_id => stored,
         _ => return Err(address_not_found(address_id)),
     };
-    if db::address_in_use(&mut tx, address_id).await? {
+    if db::address_in_use(change.tx(), address_id).await? {
         return Err(ApiError::FailedPrecondition(format!(
             "address {address_id} is used by an order"
         )));
     }
-    db::delete_address(&mut tx, address_id).await?;
-    let event = user_event(
+    db::delete_address(change.tx(), address_id).await?;
+    change.event(user_event(
         "address_deleted",
         None,
         &user_id,
         std::slice::from_ref(&address),
-    );
-    outbox::append(&mut tx, &[event]).await?;
-    tx.commit().await?;
+    ));
     // Touches: address-cache/{id}, user-addresses-cache/{user}.
-    state
-        .cache
-        .invalidate(&[keys::address(address_id), keys::user_addresses(&user_id)])
-        .await;
+    change.invalidate([keys::address(address_id), keys::user_addresses(&user_id)]);
+    change.commit().await?;
     Ok(Json(IdResponse { id: address_id }))
 }

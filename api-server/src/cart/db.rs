@@ -28,6 +28,11 @@ pub async fn row_counts(
     .await
 }
 
+/// One keyset page of a user's cart (`$1`) after id `$2`, `$3` rows (the `(user_id, id)` index
+/// range).
+pub const ITEMS_OF_SQL: &str = "SELECT id, product_id, quantity, user_id FROM cart_items \
+         WHERE (user_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND user_id <= $1 ORDER BY user_id, id LIMIT $3";
+
 #[tracing::instrument(name = "db.cart.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn items_of(
@@ -35,15 +40,12 @@ pub async fn items_of(
     user_id: &str,
     page: &Page<i64>,
 ) -> Result<Vec<CartItem>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, product_id, quantity, user_id FROM cart_items \
-         WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
-    )
-    .bind(user_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ITEMS_OF_SQL)
+        .bind(user_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 /// Inserts the items in one statement; returns them in request order (which is id order).

@@ -30,7 +30,7 @@ pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::
 pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Category>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_categories!(),
-        " WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        " WHERE id > coalesce($1::bigint, -9223372036854775807 - 1) ORDER BY id LIMIT $2"
     ))
     .bind(page.after)
     .bind(page.limit)
@@ -58,7 +58,7 @@ pub async fn all_sub_categories(
 ) -> Result<Vec<SubCategory>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_sub_categories!(),
-        " WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        " WHERE id > coalesce($1::bigint, -9223372036854775807 - 1) ORDER BY id LIMIT $2"
     ))
     .bind(page.after)
     .bind(page.limit)
@@ -75,7 +75,7 @@ pub async fn sub_categories_of(
 ) -> Result<Vec<SubCategory>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_sub_categories!(),
-        " WHERE category_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        " WHERE (category_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND category_id <= $1 ORDER BY category_id, id LIMIT $3"
     ))
     .bind(category_id)
     .bind(page.after)

@@ -2,9 +2,13 @@
 //!
 //! Every committed outbox row of a user topic sends a PostgreSQL `NOTIFY` with the user id, so a
 //! change made through any replica wakes the streams of every replica. The hub holds one `LISTEN`
-//! connection per process and fans the user ids out; each stream then reads its user's new rows from
-//! the outbox (so nothing is lost between notifications, and `Last-Event-ID` resumes from the outbox).
-//! Streams also re-check every few seconds in case a notification was missed.
+//! connection per process and a wake-up signal per user with an open stream (a `watch` channel,
+//! created with the user's first stream and dropped with the last); a notification wakes only that
+//! user's streams, which then read the user's new rows from the outbox (so nothing is lost between
+//! notifications, and `Last-Event-ID` resumes from the outbox). An idle stream does no work at all:
+//! no timer, no polling, nothing per event of other users, so idle CPU does not grow with the
+//! number of subscribers. When the `LISTEN` connection is re-established, every stream is woken
+//! once, since notifications sent while it was down are lost.
 //!
 //! Streams are bounded: at most [`StreamLimits::per_user`] open streams per user and
 //! [`StreamLimits::per_key`] per API key in each process (429 past them), and every stream ends
@@ -22,15 +26,15 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::outbox::{NOTIFY_CHANNEL, Topic};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 
-/// How often a stream re-reads the outbox without a notification.
-const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// Pause before a stream retries a failed outbox read.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rows read per query.
 const PAGE: i64 = 100;
 /// Keep-alive comment interval.
@@ -74,11 +78,21 @@ fn release(counts: &mut HashMap<String, usize>, name: &str) {
     }
 }
 
-/// One admitted stream: counted while it lives.
+/// The wake-up signal of each user with an open stream in this process: the listener bumps the
+/// value, the user's streams wait for a change.
+type Wakers = Arc<Mutex<HashMap<String, watch::Sender<u64>>>>;
+
+fn wake(sender: &watch::Sender<u64>) {
+    sender.send_modify(|count| *count = count.wrapping_add(1));
+}
+
+/// One admitted stream: counted while it lives, with its user's wake-up signal.
 struct StreamPermit {
     open: Arc<Mutex<OpenStreams>>,
+    wakers: Wakers,
     user_id: String,
     key_id: String,
+    wake: watch::Receiver<u64>,
 }
 
 impl Drop for StreamPermit {
@@ -87,13 +101,23 @@ impl Drop for StreamPermit {
             release(&mut open.by_user, &self.user_id);
             release(&mut open.by_key, &self.key_id);
         }
+        if let Ok(mut wakers) = self.wakers.lock() {
+            // This permit's receiver is still alive here: the last stream of the user removes the
+            // signal (under the lock that `admit` subscribes under, so no new stream is missed).
+            if wakers
+                .get(&self.user_id)
+                .is_some_and(|sender| sender.receiver_count() <= 1)
+            {
+                wakers.remove(&self.user_id);
+            }
+        }
     }
 }
 
-/// Fans `NOTIFY` payloads (user ids) out to the streams of this process, and counts them.
+/// Wakes the streams of the users named by `NOTIFY` payloads in this process, and counts them.
 #[derive(Clone)]
 pub struct StreamHub {
-    sender: broadcast::Sender<String>,
+    wakers: Wakers,
     limits: StreamLimits,
     open: Arc<Mutex<OpenStreams>>,
 }
@@ -106,9 +130,8 @@ impl Default for StreamHub {
 
 impl StreamHub {
     pub fn new() -> StreamHub {
-        let (sender, _) = broadcast::channel(4096);
         StreamHub {
-            sender,
+            wakers: Arc::default(),
             limits: StreamLimits::default(),
             open: Arc::new(Mutex::new(OpenStreams::default())),
         }
@@ -136,21 +159,35 @@ impl StreamHub {
         if open.by_key.get(key_id).copied().unwrap_or(0) >= self.limits.per_key {
             return Err("key_cap");
         }
+        let wake = {
+            let mut wakers = self.wakers.lock().map_err(|_| "key_cap")?;
+            wakers
+                .entry(user_id.to_owned())
+                .or_insert_with(|| watch::channel(0).0)
+                .subscribe()
+        };
         *open.by_user.entry(user_id.to_owned()).or_default() += 1;
         *open.by_key.entry(key_id.to_owned()).or_default() += 1;
         Ok(StreamPermit {
             open: self.open.clone(),
+            wakers: self.wakers.clone(),
             user_id: user_id.to_owned(),
             key_id: key_id.to_owned(),
+            wake,
         })
+    }
+
+    /// Users with an open stream in this process (one wake-up signal each).
+    pub fn subscribed_users(&self) -> usize {
+        self.wakers.lock().map_or(0, |wakers| wakers.len())
     }
 
     /// Starts the `LISTEN` task; it reconnects by itself and stops when the hub is dropped.
     pub fn spawn_listener(&self, pool: PgPool) {
-        let sender = self.sender.clone();
+        let wakers = self.wakers.clone();
         tokio::spawn(async move {
             loop {
-                match listen(&pool, &sender).await {
+                match listen(&pool, &wakers).await {
                     Ok(()) => return,
                     Err(error) => {
                         tracing::warn!(%error, "event stream LISTEN connection failed; reconnecting");
@@ -163,21 +200,22 @@ impl StreamHub {
             }
         });
     }
-
-    fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.sender.subscribe()
-    }
 }
 
-async fn listen(pool: &PgPool, sender: &broadcast::Sender<String>) -> Result<(), sqlx::Error> {
+async fn listen(pool: &PgPool, wakers: &Wakers) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
+    // Notifications sent before this connection listened are lost: every stream re-reads once.
+    if let Ok(wakers) = wakers.lock() {
+        wakers.values().for_each(wake);
+    }
     loop {
         let notification = listener.recv().await?;
         let key = notification.payload();
-        if !key.is_empty() {
-            // No receiver is fine: nobody streams now.
-            let _ = sender.send(key.to_owned());
+        if let Ok(wakers) = wakers.lock()
+            && let Some(sender) = wakers.get(key)
+        {
+            wake(sender);
         }
     }
 }
@@ -202,12 +240,10 @@ impl Drop for SubscriberGuard {
 
 struct StreamState {
     pool: PgPool,
-    user_id: String,
     last_id: i64,
     buffer: VecDeque<StreamRow>,
-    receiver: broadcast::Receiver<String>,
+    permit: StreamPermit,
     _guard: SubscriberGuard,
-    _permit: StreamPermit,
 }
 
 const USER_TOPICS: [&str; 3] = [
@@ -270,27 +306,23 @@ async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>
             let event = to_event(&row);
             return Some((Ok(event), state));
         }
-        match rows_after(&state.pool, &state.user_id, state.last_id).await {
+        // Seen before reading: a notification from now on makes `changed` return at once.
+        state.permit.wake.borrow_and_update();
+        match rows_after(&state.pool, &state.permit.user_id, state.last_id).await {
             Ok(rows) if !rows.is_empty() => {
                 state.buffer.extend(rows);
                 continue;
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "event stream read failed; retrying"),
-        }
-        // Wait for this user's notification (or a lag, which may have hidden one), or re-check.
-        let deadline = tokio::time::sleep(RECHECK_EVERY);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => break,
-                received = state.receiver.recv() => match received {
-                    Ok(key) if key == state.user_id => break,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
+            Err(error) => {
+                tracing::warn!(%error, "event stream read failed; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
             }
+        }
+        // Sleep until this user's next notification; the hub gone ends the stream.
+        if state.permit.wake.changed().await.is_err() {
+            return None;
         }
     }
 }
@@ -353,19 +385,16 @@ pub async fn open(
         }
         None => (lifetime, "lifetime"),
     };
-    // Subscribe before reading the start position, so no notification falls in between.
-    let receiver = hub.subscribe();
+    // Subscribed (by `admit`) before reading the start position, so no notification falls in between.
     let last_id = start_position(&pool, last_event_id).await?;
     metrics.sse_subscribers.inc();
     let end_metrics = metrics.clone();
     let state = StreamState {
         pool,
-        user_id,
         last_id,
         buffer: VecDeque::new(),
-        receiver,
+        permit,
         _guard: SubscriberGuard(metrics),
-        _permit: permit,
     };
     let end = async move {
         tokio::time::sleep(ends_in).await;
@@ -376,4 +405,46 @@ pub async fn open(
     };
     let stream = futures::stream::unfold(state, next_event).take_until(end);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_has_one_wake_signal_while_any_of_their_streams_is_open() {
+        let hub = StreamHub::new();
+        let first = hub.admit("ana", "key").expect("admitted");
+        let second = hub.admit("ana", "key").expect("admitted");
+        let other = hub.admit("ben", "key").expect("admitted");
+        assert_eq!(hub.subscribed_users(), 2);
+        drop(first);
+        assert_eq!(hub.subscribed_users(), 2, "ana still streams");
+        drop(other);
+        assert_eq!(hub.subscribed_users(), 1);
+        drop(second);
+        assert_eq!(hub.subscribed_users(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn a_notification_wakes_only_the_streams_of_its_user() {
+        let hub = StreamHub::new();
+        let mut ana = hub.admit("ana", "key").expect("admitted");
+        let mut ana_again = hub.admit("ana", "key").expect("admitted");
+        let mut ben = hub.admit("ben", "key").expect("admitted");
+        for permit in [&mut ana, &mut ana_again, &mut ben] {
+            permit.wake.borrow_and_update();
+        }
+        wake(hub.wakers.lock().unwrap().get("ana").expect("ana's signal"));
+        assert!(ana.wake.has_changed().unwrap());
+        assert!(ana_again.wake.has_changed().unwrap());
+        assert!(!ben.wake.has_changed().unwrap(), "ben is not woken");
+        // A wake that happens between "seen" and the wait is not lost.
+        ana.wake.borrow_and_update();
+        wake(hub.wakers.lock().unwrap().get("ana").expect("ana's signal"));
+        tokio::time::timeout(Duration::from_secs(1), ana.wake.changed())
+            .await
+            .expect("woken at once")
+            .expect("the hub is alive");
+    }
 }

@@ -1,6 +1,7 @@
 //! Keyset pagination of list endpoints: `?limit=` (1–500) and `?after=<cursor>`. The answer is the
 //! usual `{"data": [...]}` plus `"next"` when more rows follow; without parameters the full list is
-//! returned (and cached) as before. A cursor is an opaque string that encodes the last row's id.
+//! returned (and cached) as before, up to [`MAX_UNPAGED_ROWS`]: a longer list answers 400 telling the
+//! client to page. A cursor is an opaque string that encodes the last row's id.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,11 +21,17 @@ use crate::http::extract::{DataList, JsonBytes};
 /// Largest page.
 pub const MAX_LIMIT: i64 = 500;
 
+/// Most rows a list returns without pagination parameters. Past it the request is refused (400
+/// `invalid_argument`, nothing cached) instead of building, caching and sending an unbounded body
+/// (a 100,000-product catalog is ~25 MB of JSON): the client pages with `?limit=` and `?after=`.
+pub const MAX_UNPAGED_ROWS: i64 = 1000;
+
 /// The pagination parameters of a request, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Page size, 1–500. Without it (and without `after`) the whole list is returned.
+    /// Page size, 1–500. Without it (and without `after`) the whole list is returned, at most
+    /// 1,000 rows (a longer list is 400: page it).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` cursor of the previous page.
@@ -40,13 +47,28 @@ pub struct Page<A> {
 }
 
 impl<A> Page<A> {
-    /// The whole list.
+    /// The whole list: at most [`MAX_UNPAGED_ROWS`] rows plus one, which tells a list that is too
+    /// long to be sent whole (see [`whole`]).
     pub fn all() -> Page<A> {
         Page {
             after: None,
-            limit: None,
+            limit: Some(MAX_UNPAGED_ROWS + 1),
         }
     }
+}
+
+/// The rows of an unpaged list, or 400 when there are more than [`MAX_UNPAGED_ROWS`].
+pub fn whole<T>(rows: Vec<T>) -> ApiResult<Vec<T>> {
+    if rows.len() > MAX_UNPAGED_ROWS as usize {
+        return Err(ApiError::invalid_with(
+            format!(
+                "this list has more than {MAX_UNPAGED_ROWS} rows; page through it with \
+                 ?limit=1..{MAX_LIMIT} and the ?after= cursor of each answer"
+            ),
+            serde_json::json!({ "max_unpaged_rows": MAX_UNPAGED_ROWS, "max_limit": MAX_LIMIT }),
+        ));
+    }
+    Ok(rows)
 }
 
 /// A row that can be paged through: its id, as the cursor encodes it.
@@ -112,7 +134,7 @@ impl PageQuery {
         };
         Ok(Page {
             after,
-            limit: self.limit.map(|limit| limit + 1),
+            limit: Some(self.limit.unwrap_or(MAX_UNPAGED_ROWS) + 1),
         })
     }
 }
@@ -134,7 +156,7 @@ where
     if !query.requested() {
         let body = cache
             .get_or_load(key, || async {
-                Ok(DataList::new(load(Page::all()).await?))
+                Ok(DataList::new(whole(load(Page::all()).await?)?))
             })
             .await?;
         return Ok(JsonBytes(body).into_response());
@@ -167,7 +189,7 @@ where
     let unknown_owner = AtomicBool::new(false);
     let loaded = cache
         .get_or_load(key, || async {
-            let rows = load(Page::all()).await?;
+            let rows = whole(load(Page::all()).await?)?;
             if rows.is_empty() && !owner_exists().await? {
                 // An error is the one outcome `get_or_load` never stores.
                 unknown_owner.store(true, Ordering::Relaxed);
@@ -194,6 +216,9 @@ where
     Fut: Future<Output = ApiResult<Vec<T>>>,
 {
     let mut rows = load(query.page_to_fetch()?).await?;
+    if query.limit.is_none() {
+        rows = whole(rows)?;
+    }
     let mut next = None;
     if let Some(limit) = query.limit.and_then(|limit| usize::try_from(limit).ok())
         && rows.len() > limit

@@ -17,17 +17,16 @@ macro_rules! item_columns {
     };
 }
 
+/// The by-id read of an order (`$1`).
+pub const ORDER_SQL: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1");
+
 #[tracing::instrument(name = "db.orders.order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        order_columns!(),
-        " FROM orders WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(executor)
-    .await
+    sqlx::query_as(ORDER_SQL)
+        .bind(id)
+        .fetch_optional(executor)
+        .await
 }
 
 /// The order, locked against updates and deletion until the transaction ends.
@@ -46,6 +45,14 @@ pub async fn order_for_update(
     .await
 }
 
+/// One keyset page of a user's orders (`$1`) after id `$2`, `$3` rows; the row comparison keeps
+/// every plan on the `(user_id, id)` index range (see `products::db::BY_CATEGORY_SQL`).
+pub const ORDERS_OF_SQL: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE (user_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND user_id <= $1 ORDER BY user_id, id LIMIT $3"
+);
+
 #[tracing::instrument(name = "db.orders.orders_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn orders_of(
@@ -53,16 +60,12 @@ pub async fn orders_of(
     user_id: &str,
     page: &Page<i64>,
 ) -> Result<Vec<Order>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        order_columns!(),
-        " FROM orders WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
-    ))
-    .bind(user_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ORDERS_OF_SQL)
+        .bind(user_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 #[tracing::instrument(name = "db.orders.insert_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -145,6 +148,14 @@ pub async fn item_for_update(
     .await
 }
 
+/// One keyset page of an order's items (`$1`) after id `$2`, `$3` rows (the `(order_id, id)`
+/// index range).
+pub const ITEMS_OF_SQL: &str = concat!(
+    "SELECT ",
+    item_columns!(),
+    " FROM order_items WHERE (order_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND order_id <= $1 ORDER BY order_id, id LIMIT $3"
+);
+
 #[tracing::instrument(name = "db.orders.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn items_of(
@@ -152,16 +163,12 @@ pub async fn items_of(
     order_id: i64,
     page: &Page<i64>,
 ) -> Result<Vec<OrderItem>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        item_columns!(),
-        " FROM order_items WHERE order_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
-    ))
-    .bind(order_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ITEMS_OF_SQL)
+        .bind(order_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 /// The items of many orders in one query, by id.

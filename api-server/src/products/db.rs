@@ -13,20 +13,24 @@ macro_rules! product_columns {
     };
 }
 
+/// The by-id read (`$1` the id); public, like every hot query, so that `tests/scale.rs` can
+/// `EXPLAIN` exactly the text the API runs.
+pub const PRODUCT_SQL: &str = concat!(
+    "SELECT ",
+    product_columns!(),
+    " FROM products p WHERE p.id = $1"
+);
+
 #[tracing::instrument(name = "db.products.product", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn product(
     executor: impl PgExecutor<'_>,
     id: i64,
 ) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products p WHERE p.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(executor)
-    .await
+    sqlx::query_as(PRODUCT_SQL)
+        .bind(id)
+        .fetch_optional(executor)
+        .await
 }
 
 /// The product row, locked until the transaction ends.
@@ -45,22 +49,36 @@ pub async fn product_for_update(
     .await
 }
 
+/// One keyset page of the catalog: after id `$1` (none: from the start), `$2` rows.
+pub const ALL_SQL: &str = concat!(
+    "SELECT ",
+    product_columns!(),
+    " FROM products p WHERE p.id > coalesce($1::bigint, -9223372036854775807 - 1) ORDER BY p.id LIMIT $2"
+);
+
 #[tracing::instrument(name = "db.products.all", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn all(
     executor: impl PgExecutor<'_>,
     page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products p WHERE ($1::bigint IS NULL OR p.id > $1) ORDER BY p.id LIMIT $2"
-    ))
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ALL_SQL)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
+
+/// One keyset page of a category (`$1`) after id `$2`, `$3` rows. Written as a row comparison so
+/// that every plan, generic or custom, reads the `(category_id, id)` index range in order and
+/// nothing else: with `category_id = $1 ORDER BY id` PostgreSQL walks the primary key and filters,
+/// which reads most of the catalog when the category's products have the highest ids.
+pub const BY_CATEGORY_SQL: &str = concat!(
+    "SELECT ",
+    product_columns!(),
+    " FROM products p WHERE (p.category_id, p.id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) \
+         AND p.category_id <= $1 ORDER BY p.category_id, p.id LIMIT $3"
+);
 
 #[tracing::instrument(name = "db.products.by_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
@@ -69,18 +87,22 @@ pub async fn by_category(
     category_id: i64,
     page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products p WHERE p.category_id = $1 AND ($2::bigint IS NULL OR p.id > $2) \
-         ORDER BY p.id LIMIT $3"
-    ))
-    .bind(category_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(BY_CATEGORY_SQL)
+        .bind(category_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
+
+/// One keyset page of a sub-category (`$1`) after id `$2`, `$3` rows; the same form as
+/// [`BY_CATEGORY_SQL`].
+pub const BY_SUB_CATEGORY_SQL: &str = concat!(
+    "SELECT ",
+    product_columns!(),
+    " FROM products p WHERE (p.sub_category_id, p.id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) \
+         AND p.sub_category_id <= $1 ORDER BY p.sub_category_id, p.id LIMIT $3"
+);
 
 #[tracing::instrument(name = "db.products.by_sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
@@ -89,17 +111,12 @@ pub async fn by_sub_category(
     sub_category_id: i64,
     page: &Page<i64>,
 ) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products p WHERE p.sub_category_id = $1 AND ($2::bigint IS NULL OR p.id > $2) \
-         ORDER BY p.id LIMIT $3"
-    ))
-    .bind(sub_category_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(BY_SUB_CATEGORY_SQL)
+        .bind(sub_category_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 #[tracing::instrument(name = "db.products.hero", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -141,7 +158,7 @@ pub const SEARCH_SQL: &str = concat!(
     product_columns!(),
     " FROM products p \
      WHERE (p.name ILIKE $1 ESCAPE '\\' OR p.description ILIKE $1 ESCAPE '\\') \
-     AND ($2::bigint IS NULL OR p.id > $2) ORDER BY p.id LIMIT $3"
+     AND p.id > coalesce($2::bigint, -9223372036854775807 - 1) ORDER BY p.id LIMIT $3"
 );
 
 #[tracing::instrument(name = "db.products.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]

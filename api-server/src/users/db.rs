@@ -17,14 +17,23 @@ macro_rules! address_columns {
     };
 }
 
+/// The by-id read of a user (`$1`).
+pub const USER_SQL: &str = concat!(select_users!(), " WHERE id = $1");
+
 #[tracing::instrument(name = "db.users.user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(concat!(select_users!(), " WHERE id = $1"))
+    sqlx::query_as(USER_SQL)
         .bind(id)
         .fetch_optional(executor)
         .await
 }
+
+/// One keyset page of the users after id `$1` (text; none: from the start), `$2` rows.
+pub const ALL_USERS_SQL: &str = concat!(
+    select_users!(),
+    " WHERE id > coalesce($1::text, '') ORDER BY id LIMIT $2"
+);
 
 #[tracing::instrument(name = "db.users.all_users", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
@@ -32,14 +41,11 @@ pub async fn all_users(
     executor: impl PgExecutor<'_>,
     page: &Page<String>,
 ) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        select_users!(),
-        " WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
-    ))
-    .bind(page.after.as_deref())
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ALL_USERS_SQL)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 #[tracing::instrument(name = "db.users.user_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -183,6 +189,14 @@ pub async fn address_for_update(
     .await
 }
 
+/// One keyset page of a user's addresses (`$1`) after id `$2`, `$3` rows (the `(user_id, id)`
+/// index range).
+pub const ADDRESSES_OF_SQL: &str = concat!(
+    "SELECT ",
+    address_columns!(),
+    " FROM addresses WHERE (user_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND user_id <= $1 ORDER BY user_id, id LIMIT $3"
+);
+
 #[tracing::instrument(name = "db.users.addresses_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 
 pub async fn addresses_of(
@@ -190,16 +204,12 @@ pub async fn addresses_of(
     user_id: &str,
     page: &Page<i64>,
 ) -> Result<Vec<Address>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        address_columns!(),
-        " FROM addresses WHERE user_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3"
-    ))
-    .bind(user_id)
-    .bind(page.after)
-    .bind(page.limit)
-    .fetch_all(executor)
-    .await
+    sqlx::query_as(ADDRESSES_OF_SQL)
+        .bind(user_id)
+        .bind(page.after)
+        .bind(page.limit)
+        .fetch_all(executor)
+        .await
 }
 
 #[tracing::instrument(name = "db.users.insert_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]

@@ -76,7 +76,7 @@ FROM (SELECT i.order_id, sum(i.quantity::bigint * p.price) AS total
 WHERE t.order_id = o.id;
 
 INSERT INTO cart_items (product_id, quantity, user_id)
-SELECT r.first_product + (g * 104729) % (r.last_product - r.first_product + 1), 1 + g % 4,
+SELECT r.first_product + (g::bigint * 104729) % (r.last_product - r.first_product + 1), 1 + g % 4,
        'bench_user_' || (1 + g % greatest(s.users, 1))
 FROM bench_settings s, bench_ranges r, generate_series(1, s.cart_rows) AS g
 WHERE s.users > 0;

@@ -18,7 +18,6 @@ macro_rules! item_columns {
 }
 
 #[tracing::instrument(name = "db.orders.order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -47,7 +46,6 @@ pub async fn order_for_update(
 }
 
 #[tracing::instrument(name = "db.orders.orders_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn orders_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
@@ -66,7 +64,6 @@ pub async fn orders_of(
 }
 
 #[tracing::instrument(name = "db.orders.insert_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_order(
     connection: &mut PgConnection,
     order: &ValidOrder,
@@ -104,7 +101,6 @@ pub async fn update_order(
 }
 
 #[tracing::instrument(name = "db.orders.delete_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM orders WHERE id = $1")
         .bind(id)
@@ -114,7 +110,6 @@ pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), 
 }
 
 #[tracing::instrument(name = "db.orders.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn item(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -130,7 +125,6 @@ pub async fn item(
 }
 
 #[tracing::instrument(name = "db.orders.item_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn item_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -146,7 +140,6 @@ pub async fn item_for_update(
 }
 
 #[tracing::instrument(name = "db.orders.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
     order_id: i64,
@@ -209,7 +202,6 @@ pub async fn insert_items(
 }
 
 #[tracing::instrument(name = "db.orders.update_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update_item(
     connection: &mut PgConnection,
     id: i64,
@@ -227,7 +219,6 @@ pub async fn update_item(
 }
 
 #[tracing::instrument(name = "db.orders.delete_items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_items_of(
     connection: &mut PgConnection,
     order_id: i64,

@@ -14,7 +14,6 @@ macro_rules! product_columns {
 }
 
 #[tracing::instrument(name = "db.products.product", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn product(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -46,7 +45,6 @@ pub async fn product_for_update(
 }
 
 #[tracing::instrument(name = "db.products.all", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all(
     executor: impl PgExecutor<'_>,
     page: &Page<i64>,
@@ -63,7 +61,6 @@ pub async fn all(
 }
 
 #[tracing::instrument(name = "db.products.by_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn by_category(
     executor: impl PgExecutor<'_>,
     category_id: i64,
@@ -83,7 +80,6 @@ pub async fn by_category(
 }
 
 #[tracing::instrument(name = "db.products.by_sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn by_sub_category(
     executor: impl PgExecutor<'_>,
     sub_category_id: i64,
@@ -103,7 +99,6 @@ pub async fn by_sub_category(
 }
 
 #[tracing::instrument(name = "db.products.hero", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -116,7 +111,6 @@ pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::E
 }
 
 #[tracing::instrument(name = "db.products.hero_of_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn hero_of_category(
     executor: impl PgExecutor<'_>,
     category_id: i64,
@@ -164,7 +158,6 @@ pub async fn search(
 }
 
 #[tracing::instrument(name = "db.products.insert", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert(
     connection: &mut PgConnection,
     product: &ValidProduct,
@@ -189,7 +182,6 @@ pub async fn insert(
 }
 
 #[tracing::instrument(name = "db.products.update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update(
     connection: &mut PgConnection,
     id: i64,
@@ -216,7 +208,6 @@ pub async fn update(
 }
 
 #[tracing::instrument(name = "db.products.delete", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM products WHERE id = $1")
         .bind(id)
@@ -226,7 +217,6 @@ pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::
 }
 
 #[tracing::instrument(name = "db.products.is_ordered", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn is_ordered(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM order_items WHERE product_id = $1)")
         .bind(id)

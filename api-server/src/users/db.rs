@@ -18,7 +18,6 @@ macro_rules! address_columns {
 }
 
 #[tracing::instrument(name = "db.users.user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(concat!(select_users!(), " WHERE id = $1"))
         .bind(id)
@@ -27,7 +26,6 @@ pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User
 }
 
 #[tracing::instrument(name = "db.users.all_users", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all_users(
     executor: impl PgExecutor<'_>,
     page: &Page<String>,
@@ -43,7 +41,6 @@ pub async fn all_users(
 }
 
 #[tracing::instrument(name = "db.users.user_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(id)
@@ -88,7 +85,6 @@ pub async fn address_count(
 }
 
 #[tracing::instrument(name = "db.users.insert_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<User, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO users (id, first_name, last_name, email) VALUES ($1, $2, $3, $4) \
@@ -121,7 +117,6 @@ pub async fn update_user(
 }
 
 #[tracing::instrument(name = "db.users.user_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user_for_update(
     connection: &mut PgConnection,
     id: &str,
@@ -133,7 +128,6 @@ pub async fn user_for_update(
 }
 
 #[tracing::instrument(name = "db.users.has_orders", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)")
         .bind(id)
@@ -142,7 +136,6 @@ pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool,
 }
 
 #[tracing::instrument(name = "db.users.delete_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
@@ -152,7 +145,6 @@ pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), 
 }
 
 #[tracing::instrument(name = "db.users.address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -168,7 +160,6 @@ pub async fn address(
 }
 
 #[tracing::instrument(name = "db.users.address_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -184,7 +175,6 @@ pub async fn address_for_update(
 }
 
 #[tracing::instrument(name = "db.users.addresses_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn addresses_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
@@ -203,7 +193,6 @@ pub async fn addresses_of(
 }
 
 #[tracing::instrument(name = "db.users.insert_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_address(
     connection: &mut PgConnection,
     address: &ValidAddress,
@@ -224,7 +213,6 @@ pub async fn insert_address(
 }
 
 #[tracing::instrument(name = "db.users.update_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update_address(
     connection: &mut PgConnection,
     id: i64,
@@ -246,7 +234,6 @@ pub async fn update_address(
 }
 
 #[tracing::instrument(name = "db.users.address_in_use", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE address_id = $1)")
         .bind(id)
@@ -255,7 +242,6 @@ pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bo
 }
 
 #[tracing::instrument(name = "db.users.delete_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_address(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM addresses WHERE id = $1")
         .bind(id)

@@ -8,7 +8,7 @@
 //! reads the committed rows. A mutation dropped without `commit` (an early `return Err(..)`) rolls
 //! back and leaves events, keys and cache untouched.
 //!
-//! ```ignore
+//! ```text
 //! let mut change = Mutation::begin(&state).await?;
 //! let row = db::insert(change.tx(), &valid).await?;
 //! change.event(row_event("row_created", &row));

@@ -6,7 +6,6 @@ use super::model::{CartItem, ValidCartItem};
 use crate::http::pagination::Page;
 
 #[tracing::instrument(name = "db.cart.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn item(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<CartItem>, sqlx::Error> {
     sqlx::query_as("SELECT id, product_id, quantity, user_id FROM cart_items WHERE id = $1")
         .bind(id)
@@ -34,7 +33,6 @@ pub const ITEMS_OF_SQL: &str = "SELECT id, product_id, quantity, user_id FROM ca
          WHERE (user_id, id) > ($1, coalesce($2::bigint, -9223372036854775807 - 1)) AND user_id <= $1 ORDER BY user_id, id LIMIT $3";
 
 #[tracing::instrument(name = "db.cart.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
@@ -88,7 +86,6 @@ pub async fn item_for_update(
 }
 
 #[tracing::instrument(name = "db.cart.update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update(
     connection: &mut PgConnection,
     id: i64,

@@ -120,10 +120,7 @@ async fn check_references(state: &AppState, items: &[ValidCartItem], batch: bool
 #[utoipa::path(get, path = "/cart/get/{id}", tag = "cart",
     params(("id" = i64, Path, description = "Cart item id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = CartItem), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = CartItem), (status = 404, body = ErrorBody)))]
 async fn get_cart_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -148,10 +145,7 @@ async fn get_cart_item(
 #[utoipa::path(get, path = "/cart/all/{user_id}", tag = "cart",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<CartItem>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<CartItem>)))]
 async fn cart_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -214,10 +208,7 @@ async fn insert_items(state: &AppState, items: &[ValidCartItem]) -> ApiResult<Ve
 #[utoipa::path(post, path = "/cart/add", tag = "cart",
     request_body = CartItemRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = CartItem), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = CartItem)))]
 async fn add_cart_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -238,10 +229,7 @@ async fn add_cart_item(
 #[utoipa::path(post, path = "/cart/add/all", tag = "cart",
     request_body = CartItemsRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<CartItem>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<CartItem>)))]
 async fn add_cart_items(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -259,11 +247,7 @@ async fn add_cart_items(
 #[utoipa::path(put, path = "/cart/update", tag = "cart",
     request_body = CartItemRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn update_cart_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -293,10 +277,7 @@ async fn update_cart_item(
         ("user_id" = String, Path, description = "Owner's user id")
     ),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn delete_cart_item(
     shopper: Shopper,
     State(state): State<AppState>,

@@ -17,7 +17,6 @@ macro_rules! select_sub_categories {
 }
 
 #[tracing::instrument(name = "db.categories.category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::Error> {
     sqlx::query_as(concat!(select_categories!(), " WHERE id = $1"))
         .bind(id)
@@ -26,7 +25,6 @@ pub async fn category(pool: &PgPool, id: i64) -> Result<Option<Category>, sqlx::
 }
 
 #[tracing::instrument(name = "db.categories.all_categories", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Category>, sqlx::Error> {
     sqlx::query_as(concat!(
         select_categories!(),
@@ -39,7 +37,6 @@ pub async fn all_categories(pool: &PgPool, page: &Page<i64>) -> Result<Vec<Categ
 }
 
 #[tracing::instrument(name = "db.categories.sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn sub_category(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -51,7 +48,6 @@ pub async fn sub_category(
 }
 
 #[tracing::instrument(name = "db.categories.all_sub_categories", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all_sub_categories(
     pool: &PgPool,
     page: &Page<i64>,
@@ -67,7 +63,6 @@ pub async fn all_sub_categories(
 }
 
 #[tracing::instrument(name = "db.categories.sub_categories_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn sub_categories_of(
     pool: &PgPool,
     category_id: i64,
@@ -85,7 +80,6 @@ pub async fn sub_categories_of(
 }
 
 #[tracing::instrument(name = "db.categories.category_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn category_exists(executor: impl PgExecutor<'_>, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM categories WHERE id = $1)")
         .bind(id)

@@ -29,11 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/categories/get/{id}", tag = "categories",
     params(("id" = i64, Path, description = "Category id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Category),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Category), (status = 404, body = ErrorBody)))]
 async fn get_category(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -54,7 +50,7 @@ async fn get_category(
 #[utoipa::path(get, path = "/categories/all", tag = "categories",
     params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<Category>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = DataList<Category>)))]
 async fn all_categories(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -74,11 +70,7 @@ async fn all_categories(
 #[utoipa::path(get, path = "/categories/subcategories/get/{id}", tag = "categories",
     params(("id" = i64, Path, description = "Sub-category id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = SubCategory),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = SubCategory), (status = 404, body = ErrorBody)))]
 async fn get_sub_category(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -99,7 +91,7 @@ async fn get_sub_category(
 #[utoipa::path(get, path = "/categories/subcategories/all", tag = "categories",
     params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<SubCategory>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = DataList<SubCategory>)))]
 async fn all_sub_categories(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -119,10 +111,7 @@ async fn all_sub_categories(
 #[utoipa::path(get, path = "/categories/subcategories/category/{category_id}", tag = "categories",
     params(("category_id" = i64, Path, description = "Category id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<SubCategory>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<SubCategory>)))]
 async fn sub_categories_of_category(
     _caller: Storefront,
     State(state): State<AppState>,

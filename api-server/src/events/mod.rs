@@ -65,12 +65,7 @@ pub struct Accepted {
 #[utoipa::path(post, path = "/events/user", tag = "events",
     request_body(content = UserEventBatch, description = "A batch, or a single `UserEvent` object"),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Accepted), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 503, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Accepted)))]
 async fn post_user_events(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -99,8 +94,7 @@ async fn post_user_events(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "A `text/event-stream` that ends after the maximum stream lifetime or when the user token expires (reconnect with `Last-Event-ID`)", content_type = "text/event-stream", body = String),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)
+        (status = 404, body = ErrorBody)
     ))]
 async fn stream_user_events(
     shopper: Shopper,

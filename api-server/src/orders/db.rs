@@ -21,7 +21,6 @@ macro_rules! item_columns {
 pub const ORDER_SQL: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1");
 
 #[tracing::instrument(name = "db.orders.order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn order(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Order>, sqlx::Error> {
     sqlx::query_as(ORDER_SQL)
         .bind(id)
@@ -54,7 +53,6 @@ pub const ORDERS_OF_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.orders.orders_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn orders_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
@@ -69,7 +67,6 @@ pub async fn orders_of(
 }
 
 #[tracing::instrument(name = "db.orders.insert_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_order(
     connection: &mut PgConnection,
     order: &ValidOrder,
@@ -107,7 +104,6 @@ pub async fn update_order(
 }
 
 #[tracing::instrument(name = "db.orders.delete_order", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM orders WHERE id = $1")
         .bind(id)
@@ -117,7 +113,6 @@ pub async fn delete_order(connection: &mut PgConnection, id: i64) -> Result<(), 
 }
 
 #[tracing::instrument(name = "db.orders.item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn item(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -133,7 +128,6 @@ pub async fn item(
 }
 
 #[tracing::instrument(name = "db.orders.item_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn item_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -157,7 +151,6 @@ pub const ITEMS_OF_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.orders.items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn items_of(
     executor: impl PgExecutor<'_>,
     order_id: i64,
@@ -216,7 +209,6 @@ pub async fn insert_items(
 }
 
 #[tracing::instrument(name = "db.orders.update_item", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update_item(
     connection: &mut PgConnection,
     id: i64,
@@ -234,7 +226,6 @@ pub async fn update_item(
 }
 
 #[tracing::instrument(name = "db.orders.delete_items_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_items_of(
     connection: &mut PgConnection,
     order_id: i64,

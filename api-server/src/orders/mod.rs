@@ -148,10 +148,7 @@ async fn first_missing_product(
 #[utoipa::path(get, path = "/orders/get/{id}", tag = "orders",
     params(("id" = i64, Path, description = "Order id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Order), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
 async fn get_order(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -176,10 +173,7 @@ async fn get_order(
 #[utoipa::path(get, path = "/orders/all/{user_id}", tag = "orders",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Order>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Order>)))]
 async fn orders_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -235,10 +229,7 @@ async fn create_order(
 #[utoipa::path(post, path = "/orders/add", tag = "orders",
     request_body = OrderRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Order), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Order)))]
 async fn add_order(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -257,9 +248,8 @@ async fn add_order(
     request_body = OrderRequest,
     security(("api_key" = [])),
     responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 415, body = ErrorBody)
+        (status = 200, body = IdResponse<i64>), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)
     ))]
 async fn update_order(
     shopper: Shopper,
@@ -295,10 +285,7 @@ async fn update_order(
         ("user_id" = String, Path, description = "Owner's user id")
     ),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn delete_order(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -325,10 +312,7 @@ async fn delete_order(
 #[utoipa::path(get, path = "/orders/items/get/{id}", tag = "orders",
     params(("id" = i64, Path, description = "Order item id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = OrderItem), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = OrderItem), (status = 404, body = ErrorBody)))]
 async fn get_order_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -357,10 +341,7 @@ async fn get_order_item(
 #[utoipa::path(get, path = "/orders/items/all/{order_id}", tag = "orders",
     params(("order_id" = i64, Path, description = "Order id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<OrderItem>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<OrderItem>)))]
 async fn items_of_order(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -403,10 +384,7 @@ async fn ensure_product_exists(state: &AppState, product_id: i64) -> ApiResult<(
 #[utoipa::path(post, path = "/orders/items/add", tag = "orders",
     request_body = OrderItemRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = OrderItem), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = OrderItem)))]
 async fn add_order_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -438,11 +416,7 @@ async fn add_order_item(
 #[utoipa::path(put, path = "/orders/items/update", tag = "orders",
     request_body = OrderItemRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn update_order_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -473,10 +447,7 @@ async fn update_order_item(
 #[utoipa::path(delete, path = "/orders/items/delete/{id}", tag = "orders",
     params(("id" = i64, Path, description = "Order item id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn delete_order_item(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -499,10 +470,7 @@ async fn delete_order_item(
 #[utoipa::path(get, path = "/orders/detailed/get/{order_id}", tag = "orders",
     params(("order_id" = i64, Path, description = "Order id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DetailedOrder), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DetailedOrder), (status = 404, body = ErrorBody)))]
 async fn get_detailed_order(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -529,10 +497,7 @@ async fn get_detailed_order(
 #[utoipa::path(get, path = "/orders/detailed/all/{user_id}", tag = "orders",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<DetailedOrder>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<DetailedOrder>)))]
 async fn detailed_orders_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -568,10 +533,7 @@ async fn detailed_orders_of_user(
 #[utoipa::path(post, path = "/orders/detailed/add", tag = "orders",
     request_body = DetailedOrderRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DetailedOrder), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DetailedOrder)))]
 async fn add_detailed_order(
     shopper: Shopper,
     State(state): State<AppState>,

@@ -22,7 +22,6 @@ pub const PRODUCT_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.products.product", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn product(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -57,7 +56,6 @@ pub const ALL_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.products.all", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all(
     executor: impl PgExecutor<'_>,
     page: &Page<i64>,
@@ -81,7 +79,6 @@ pub const BY_CATEGORY_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.products.by_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn by_category(
     executor: impl PgExecutor<'_>,
     category_id: i64,
@@ -105,7 +102,6 @@ pub const BY_SUB_CATEGORY_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.products.by_sub_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn by_sub_category(
     executor: impl PgExecutor<'_>,
     sub_category_id: i64,
@@ -120,7 +116,6 @@ pub async fn by_sub_category(
 }
 
 #[tracing::instrument(name = "db.products.hero", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -133,7 +128,6 @@ pub async fn hero(executor: impl PgExecutor<'_>) -> Result<Vec<Product>, sqlx::E
 }
 
 #[tracing::instrument(name = "db.products.hero_of_category", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn hero_of_category(
     executor: impl PgExecutor<'_>,
     category_id: i64,
@@ -181,7 +175,6 @@ pub async fn search(
 }
 
 #[tracing::instrument(name = "db.products.insert", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert(
     connection: &mut PgConnection,
     product: &ValidProduct,
@@ -206,7 +199,6 @@ pub async fn insert(
 }
 
 #[tracing::instrument(name = "db.products.update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update(
     connection: &mut PgConnection,
     id: i64,
@@ -233,7 +225,6 @@ pub async fn update(
 }
 
 #[tracing::instrument(name = "db.products.delete", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM products WHERE id = $1")
         .bind(id)
@@ -243,7 +234,6 @@ pub async fn delete(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::
 }
 
 #[tracing::instrument(name = "db.products.is_ordered", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn is_ordered(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM order_items WHERE product_id = $1)")
         .bind(id)

@@ -74,11 +74,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/products/get/{id}", tag = "products",
     params(("id" = i64, Path, description = "Product id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Product),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
 async fn get_product(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -99,7 +95,7 @@ async fn get_product(
 #[utoipa::path(get, path = "/products/all", tag = "products",
     params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<Product>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn all_products(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -119,10 +115,7 @@ async fn all_products(
 #[utoipa::path(get, path = "/products/category/{id}", tag = "products",
     params(("id" = i64, Path, description = "Category id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Product>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn products_of_category(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -144,10 +137,7 @@ async fn products_of_category(
 #[utoipa::path(get, path = "/products/subcategory/{id}", tag = "products",
     params(("id" = i64, Path, description = "Sub-category id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Product>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn products_of_sub_category(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -172,7 +162,7 @@ async fn products_of_sub_category(
 /// The store's hero products, by id.
 #[utoipa::path(get, path = "/products/hero", tag = "products",
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<Product>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn hero_products(_caller: Storefront, State(state): State<AppState>) -> ApiResult<JsonBytes> {
     state
         .cache
@@ -187,10 +177,7 @@ async fn hero_products(_caller: Storefront, State(state): State<AppState>) -> Ap
 #[utoipa::path(get, path = "/products/hero/category/{category}", tag = "products",
     params(("category" = i64, Path, description = "Category id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Product>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn hero_products_of_category(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -212,10 +199,7 @@ async fn hero_products_of_category(
 #[utoipa::path(get, path = "/products/search/{query}", tag = "products",
     params(("query" = String, Path, description = "Text to find, 1–100 characters"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Product>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Product>)))]
 async fn search_products(
     _caller: Storefront,
     State(state): State<AppState>,
@@ -264,11 +248,7 @@ fn product_event(event_type: &'static str, product: &Product) -> OutboxEvent {
 #[utoipa::path(post, path = "/products/add", tag = "products",
     request_body = ProductRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Product),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Product), (status = 403, body = ErrorBody)))]
 async fn add_product(
     _caller: Admin,
     State(state): State<AppState>,
@@ -291,10 +271,8 @@ async fn add_product(
     request_body = ProductRequest,
     security(("api_key" = [])),
     responses(
-        (status = 200, body = Product),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 415, body = ErrorBody)
+        (status = 200, body = Product), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)
     ))]
 async fn update_product(
     _caller: Admin,
@@ -326,10 +304,8 @@ async fn update_product(
     params(("id" = i64, Path, description = "Product id")),
     security(("api_key" = [])),
     responses(
-        (status = 200, body = IdResponse<i64>),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)
+        (status = 200, body = IdResponse<i64>), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)
     ))]
 async fn delete_product(
     _caller: Admin,

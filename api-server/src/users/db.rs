@@ -21,7 +21,6 @@ macro_rules! address_columns {
 pub const USER_SQL: &str = concat!(select_users!(), " WHERE id = $1");
 
 #[tracing::instrument(name = "db.users.user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user(executor: impl PgExecutor<'_>, id: &str) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(USER_SQL)
         .bind(id)
@@ -36,7 +35,6 @@ pub const ALL_USERS_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.users.all_users", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn all_users(
     executor: impl PgExecutor<'_>,
     page: &Page<String>,
@@ -49,7 +47,6 @@ pub async fn all_users(
 }
 
 #[tracing::instrument(name = "db.users.user_exists", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user_exists(executor: impl PgExecutor<'_>, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(id)
@@ -94,7 +91,6 @@ pub async fn address_count(
 }
 
 #[tracing::instrument(name = "db.users.insert_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_user(connection: &mut PgConnection, user: &User) -> Result<User, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO users (id, first_name, last_name, email) VALUES ($1, $2, $3, $4) \
@@ -127,7 +123,6 @@ pub async fn update_user(
 }
 
 #[tracing::instrument(name = "db.users.user_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn user_for_update(
     connection: &mut PgConnection,
     id: &str,
@@ -139,7 +134,6 @@ pub async fn user_for_update(
 }
 
 #[tracing::instrument(name = "db.users.has_orders", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1)")
         .bind(id)
@@ -148,7 +142,6 @@ pub async fn has_orders(connection: &mut PgConnection, id: &str) -> Result<bool,
 }
 
 #[tracing::instrument(name = "db.users.delete_user", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
@@ -158,7 +151,6 @@ pub async fn delete_user(connection: &mut PgConnection, id: &str) -> Result<(), 
 }
 
 #[tracing::instrument(name = "db.users.address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address(
     executor: impl PgExecutor<'_>,
     id: i64,
@@ -174,7 +166,6 @@ pub async fn address(
 }
 
 #[tracing::instrument(name = "db.users.address_for_update", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address_for_update(
     connection: &mut PgConnection,
     id: i64,
@@ -198,7 +189,6 @@ pub const ADDRESSES_OF_SQL: &str = concat!(
 );
 
 #[tracing::instrument(name = "db.users.addresses_of", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn addresses_of(
     executor: impl PgExecutor<'_>,
     user_id: &str,
@@ -213,7 +203,6 @@ pub async fn addresses_of(
 }
 
 #[tracing::instrument(name = "db.users.insert_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn insert_address(
     connection: &mut PgConnection,
     address: &ValidAddress,
@@ -234,7 +223,6 @@ pub async fn insert_address(
 }
 
 #[tracing::instrument(name = "db.users.update_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn update_address(
     connection: &mut PgConnection,
     id: i64,
@@ -256,7 +244,6 @@ pub async fn update_address(
 }
 
 #[tracing::instrument(name = "db.users.address_in_use", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE address_id = $1)")
         .bind(id)
@@ -265,7 +252,6 @@ pub async fn address_in_use(connection: &mut PgConnection, id: i64) -> Result<bo
 }
 
 #[tracing::instrument(name = "db.users.delete_address", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
-
 pub async fn delete_address(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM addresses WHERE id = $1")
         .bind(id)

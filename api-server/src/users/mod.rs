@@ -65,10 +65,7 @@ fn address_not_found(id: i64) -> ApiError {
 #[utoipa::path(get, path = "/users/get/{id}", tag = "users",
     params(("id" = String, Path, description = "User id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = User), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
 async fn get_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -94,7 +91,7 @@ async fn get_user(
 #[utoipa::path(get, path = "/users/all", tag = "users",
     params(PageQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = DataList<User>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = DataList<User>), (status = 403, body = ErrorBody)))]
 async fn all_users(
     _caller: Admin,
     State(state): State<AppState>,
@@ -112,10 +109,7 @@ async fn all_users(
 #[utoipa::path(post, path = "/users/add", tag = "users",
     request_body = UserRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = User), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = User)))]
 async fn add_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -137,11 +131,7 @@ async fn add_user(
 #[utoipa::path(put, path = "/users/update", tag = "users",
     request_body = UserRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<String>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<String>), (status = 404, body = ErrorBody)))]
 async fn update_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -166,8 +156,8 @@ async fn update_user(
     params(("id" = String, Path, description = "User id")),
     security(("api_key" = [])),
     responses(
-        (status = 200, body = IdResponse<String>), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)
+        (status = 200, body = IdResponse<String>), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)
     ))]
 async fn delete_user(
     shopper: Shopper,
@@ -210,10 +200,7 @@ async fn delete_user(
 #[utoipa::path(get, path = "/users/addresses/get/{id}", tag = "users",
     params(("id" = i64, Path, description = "Address id")),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Address), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Address), (status = 404, body = ErrorBody)))]
 async fn get_address(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -238,10 +225,7 @@ async fn get_address(
 #[utoipa::path(get, path = "/users/addresses/user/{user_id}", tag = "users",
     params(("user_id" = String, Path, description = "User id"), PageQuery),
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = DataList<Address>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)
-    ))]
+    responses((status = 200, body = DataList<Address>)))]
 async fn addresses_of_user(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -276,10 +260,7 @@ async fn ensure_user_exists(state: &AppState, user_id: &str) -> ApiResult<()> {
 #[utoipa::path(post, path = "/users/addresses/add", tag = "users",
     request_body = AddressRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = Address), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = Address)))]
 async fn add_address(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -314,11 +295,7 @@ async fn add_address(
 #[utoipa::path(put, path = "/users/addresses/update", tag = "users",
     request_body = AddressRequest,
     security(("api_key" = [])),
-    responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 415, body = ErrorBody)
-    ))]
+    responses((status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody)))]
 async fn update_address(
     shopper: Shopper,
     State(state): State<AppState>,
@@ -354,8 +331,7 @@ async fn update_address(
     ),
     security(("api_key" = [])),
     responses(
-        (status = 200, body = IdResponse<i64>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 200, body = IdResponse<i64>), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)
     ))]
 async fn delete_address(

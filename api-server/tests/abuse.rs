@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::broker::{self, Broker};
 use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_with};
-use common::{TestApp, TestResponse};
+use common::{TestApp, metric_value, ok};
 use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use plamatio_api::cache::keys;
@@ -57,27 +57,12 @@ async fn seed_user(pool: &PgPool, id: &str) -> i64 {
     .unwrap()
 }
 
-fn ok(response: &TestResponse) -> Value {
-    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-    response.body.clone()
-}
-
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.state.metrics.render().unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    metric_value(&app.state.metrics.render().unwrap(), name).unwrap_or(0.0)
 }
 
 /// One ES256 key, published on a local JWKS endpoint (the shared test identity provider).

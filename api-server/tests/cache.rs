@@ -4,19 +4,9 @@
 use crate::common;
 
 use axum::http::Method;
+use common::cache::redis_connection;
 use common::{CacheKind, TestApp};
 use serde_json::json;
-
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    let url = common::redis_url();
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|error| {
-            panic!("Redis is required for these tests and is not reachable at {url}: {error}")
-        })
-}
 
 #[tokio::test]
 async fn second_read_is_served_from_redis() {

@@ -10,23 +10,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::TestApp;
+use common::cache::redis_has;
+use common::fixtures::insert_user;
+use common::outbox::{OutboxRow, drain_outbox, outbox_count};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-type OutboxRow = (String, String, String, Value);
 type CartRow = (i64, i64, i32, String);
-
-/// Creates a user directly in the database (cart items must reference an existing user).
-async fn create_user(app: &TestApp, id: &str) {
-    sqlx::query(
-        "INSERT INTO users (id, first_name, last_name, email) VALUES ($1, 'First', 'Last', $1 || '@example.com')",
-    )
-    .bind(id)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-}
 
 fn new_item(product_id: i64, quantity: i64, user_id: &str) -> Value {
     json!({"product_id": product_id, "quantity": quantity, "user_id": user_id})
@@ -94,24 +85,6 @@ async fn db_cart_json(app: &TestApp, user_id: &str) -> Value {
     json!({ "data": rows })
 }
 
-/// Removes and returns every outbox row, in insertion order.
-async fn drain_outbox(app: &TestApp) -> Vec<OutboxRow> {
-    sqlx::query_as(
-        "WITH removed AS (DELETE FROM outbox RETURNING id, topic, event_key, event_type, payload) \
-         SELECT topic, event_key, event_type, payload FROM removed ORDER BY id",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-}
-
-async fn outbox_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// Asserts a `cart_updates` row: topic, key (the owner), type, and the whole payload.
 fn assert_cart_event(row: &OutboxRow, event_type: &str, item: &Value) {
     let (topic, key, kind, payload) = row;
@@ -135,27 +108,6 @@ fn assert_cart_event(row: &OutboxRow, event_type: &str, item: &Value) {
         rest,
         json!({"event_type": event_type, "user_id": item["user_id"], "cart_item": item})
     );
-}
-
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    let url = common::redis_url();
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|error| {
-            panic!("Redis is required for these tests and is not reachable at {url}: {error}")
-        })
-}
-
-async fn redis_has(app: &TestApp, key: &str) -> bool {
-    let mut redis = redis_connection().await;
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(format!("{}{key}", app.cache_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    exists == 1
 }
 
 /// A request sent on a clone of the router from any task (for the concurrency test).
@@ -196,7 +148,7 @@ async fn send_owned(
 #[tokio::test]
 async fn get_cart_item_returns_exact_snake_case_fields() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let added = add_item(&app, 23, 2, "user_a").await;
     let id = added["id"].as_i64().expect("integer id");
     assert!(id > 0);
@@ -223,7 +175,7 @@ async fn get_unknown_cart_item_is_404() {
 #[tokio::test]
 async fn non_integer_cart_item_ids_are_400() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     app.get("/cart/get/abc")
         .await
         .assert_error(400, "invalid_argument");
@@ -243,8 +195,8 @@ async fn non_integer_cart_item_ids_are_400() {
 #[tokio::test]
 async fn cart_of_user_lists_only_that_users_items_by_id() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
-    create_user(&app, "user_b").await;
+    insert_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_b").await;
     let first = add_item(&app, 12, 1, "user_a").await;
     add_item(&app, 5, 4, "user_b").await;
     let second = add_item(&app, 3, 2, "user_a").await;
@@ -265,7 +217,7 @@ async fn cart_of_unknown_user_is_an_empty_list_not_404() {
     assert_eq!(response.body, json!({"data": []}));
     assert_eq!(response.raw, br#"{"data":[]}"#);
     // a known user with an empty cart too
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     assert_eq!(app.get("/cart/all/user_a").await.body, json!({"data": []}));
 }
 
@@ -276,7 +228,7 @@ async fn cart_of_unknown_user_is_an_empty_list_not_404() {
 #[tokio::test]
 async fn add_returns_the_new_item_and_writes_one_cart_item_added_event() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     // unknown keys are ignored
     let mut body = new_item(14, 3, "user_a");
     body["colour"] = json!("blue");
@@ -296,7 +248,7 @@ async fn add_returns_the_new_item_and_writes_one_cart_item_added_event() {
 #[tokio::test]
 async fn adding_a_product_already_in_the_cart_adds_a_separate_row() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let first = add_item(&app, 8, 1, "user_a").await;
     let second = add_item(&app, 8, 2, "user_a").await;
     assert_ne!(first["id"], second["id"]);
@@ -311,7 +263,7 @@ async fn adding_a_product_already_in_the_cart_adds_a_separate_row() {
 #[tokio::test]
 async fn add_accepts_quantity_bounds_1_and_1000() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     assert_eq!(add_item(&app, 1, 1, "user_a").await["quantity"], 1);
     assert_eq!(add_item(&app, 25, 1000, "user_a").await["quantity"], 1000);
 }
@@ -319,7 +271,7 @@ async fn add_accepts_quantity_bounds_1_and_1000() {
 #[tokio::test]
 async fn add_validation_messages_in_contract_order() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     // everything wrong: the product id is reported first
     let mut body = json!({"product_id": 0, "quantity": 0, "user_id": ""});
     assert_eq!(add_error(&app, &body).await, "invalid product ID");
@@ -363,7 +315,7 @@ async fn add_validation_messages_in_contract_order() {
 #[tokio::test]
 async fn add_missing_keys_get_the_same_messages_as_empty_values() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     for (field, expected) in [
         ("product_id", "invalid product ID"),
         ("quantity", "invalid quantity, cannot be less than 1"),
@@ -383,7 +335,7 @@ async fn add_missing_keys_get_the_same_messages_as_empty_values() {
 #[tokio::test]
 async fn add_with_a_wrong_json_type_names_the_field() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let mut body = new_item(1, 1, "user_a");
     body["quantity"] = json!("two");
     let response = app.storefront(Method::POST, "/cart/add", Some(&body)).await;
@@ -396,7 +348,7 @@ async fn add_with_a_wrong_json_type_names_the_field() {
 #[tokio::test]
 async fn add_with_an_unknown_product_is_rejected() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     assert_eq!(
         add_error(&app, &new_item(99, 1, "user_a")).await,
         "product_id 99 does not exist"
@@ -423,8 +375,8 @@ async fn add_with_an_unknown_user_is_rejected() {
 #[tokio::test]
 async fn add_all_returns_items_in_request_order_and_writes_one_event_per_item() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
-    create_user(&app, "user_b").await;
+    insert_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_b").await;
     let request = json!({"data": [
         new_item(20, 2, "user_a"),
         new_item(3, 1, "user_b"),
@@ -461,7 +413,7 @@ async fn add_all_returns_items_in_request_order_and_writes_one_event_per_item() 
 #[tokio::test]
 async fn add_all_with_empty_list_is_rejected() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     for body in [json!({"data": []}), json!({"data": null}), json!({})] {
         assert_eq!(
             add_all_error(&app, &body).await,
@@ -476,7 +428,7 @@ async fn add_all_with_empty_list_is_rejected() {
 #[tokio::test]
 async fn add_all_with_more_than_100_items_is_rejected() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let items: Vec<Value> = (0..101)
         .map(|i| new_item(i % 25 + 1, 1, "user_a"))
         .collect();
@@ -515,7 +467,7 @@ async fn add_all_with_more_than_100_items_is_rejected() {
 #[tokio::test]
 async fn add_all_item_errors_are_prefixed_with_their_index() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let good = new_item(1, 1, "user_a");
     let cases: Vec<(Value, &str)> = vec![
         (
@@ -570,7 +522,7 @@ async fn add_all_item_errors_are_prefixed_with_their_index() {
 #[tokio::test]
 async fn add_all_with_one_unknown_product_inserts_nothing() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let existing = add_item(&app, 4, 1, "user_a").await;
     drain_outbox(&app).await;
     let body = json!({"data": [
@@ -598,7 +550,7 @@ async fn add_all_with_one_unknown_product_inserts_nothing() {
 #[tokio::test]
 async fn add_all_with_one_unknown_user_inserts_nothing() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let body = json!({"data": [
         new_item(1, 1, "user_a"),
         new_item(2, 1, "user_x"),
@@ -618,7 +570,7 @@ async fn add_all_with_one_unknown_user_inserts_nothing() {
 #[tokio::test]
 async fn update_changes_product_and_quantity_and_writes_one_cart_item_updated_event() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let item = add_item(&app, 6, 1, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -638,7 +590,7 @@ async fn update_changes_product_and_quantity_and_writes_one_cart_item_updated_ev
 #[tokio::test]
 async fn update_validation_messages_in_contract_order() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let item = add_item(&app, 6, 1, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -685,7 +637,7 @@ async fn update_validation_messages_in_contract_order() {
 #[tokio::test]
 async fn update_with_an_unknown_product_is_rejected() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let item = add_item(&app, 6, 1, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -704,7 +656,7 @@ async fn update_with_an_unknown_user_is_rejected() {
     // referenced-row errors (400) come before existence/ownership (404), as for unknown products
     // here and for `userId` in PUT /users/addresses/update.
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let item = add_item(&app, 6, 1, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -720,7 +672,7 @@ async fn update_with_an_unknown_user_is_rejected() {
 #[tokio::test]
 async fn update_of_an_unknown_item_is_404() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let body = json!({"id": 999, "product_id": 6, "quantity": 2, "user_id": "user_a"});
     app.storefront(Method::PUT, "/cart/update", Some(&body))
         .await
@@ -732,8 +684,8 @@ async fn update_of_an_unknown_item_is_404() {
 #[tokio::test]
 async fn update_by_another_user_is_404_and_leaves_the_row_unchanged() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
-    create_user(&app, "user_b").await;
+    insert_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_b").await;
     let item = add_item(&app, 6, 1, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -755,7 +707,7 @@ async fn update_by_another_user_is_404_and_leaves_the_row_unchanged() {
 #[tokio::test]
 async fn delete_returns_the_id_and_writes_one_cart_item_deleted_event() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let kept = add_item(&app, 1, 1, "user_a").await;
     let item = add_item(&app, 2, 3, "user_a").await;
     let id = item["id"].as_i64().unwrap();
@@ -795,7 +747,7 @@ async fn delete_returns_the_id_and_writes_one_cart_item_deleted_event() {
 #[tokio::test]
 async fn delete_of_an_unknown_item_is_404() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     for path in [
         "/cart/delete/999/user/user_a",
         "/cart/delete/-1/user/user_a",
@@ -811,8 +763,8 @@ async fn delete_of_an_unknown_item_is_404() {
 #[tokio::test]
 async fn delete_by_another_user_is_404_and_leaves_the_row_unchanged() {
     let app = TestApp::new().await;
-    create_user(&app, "user_a").await;
-    create_user(&app, "user_b").await;
+    insert_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_b").await;
     let item = add_item(&app, 6, 4, "user_a").await;
     let id = item["id"].as_i64().unwrap();
     drain_outbox(&app).await;
@@ -838,7 +790,7 @@ async fn delete_by_another_user_is_404_and_leaves_the_row_unchanged() {
 #[tokio::test]
 async fn cart_mutations_are_visible_immediately_with_redis() {
     let app = TestApp::with_redis().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let first = add_item(&app, 1, 1, "user_a").await;
     let id = first["id"].as_i64().unwrap();
     let item_path = format!("/cart/get/{id}");
@@ -919,7 +871,7 @@ async fn cart_mutations_are_visible_immediately_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_adds_and_updates_of_one_cart_all_succeed_and_the_cache_matches_the_database() {
     let app = TestApp::with_redis().await;
-    create_user(&app, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     // 25 existing rows, one per product, quantity 1
     let seed: Vec<Value> = (1..=25).map(|p| new_item(p, 1, "user_a")).collect();
     let response = app

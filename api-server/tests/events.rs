@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::TestApp;
 use common::broker::{self, Broker, Consumed};
+use common::fixtures::insert_user;
+use common::{TestApp, metric_value, ok};
 use http_body_util::BodyExt;
 use plamatio_api::AppState;
 use plamatio_api::cache::Cache;
@@ -144,17 +145,6 @@ async fn consume(broker: &Broker, topic: &str, expected: usize) -> Vec<Consumed>
     broker::consume(&broker.bootstrap(), topic, expected, CONSUME_TIMEOUT).await
 }
 
-async fn create_user(pool: &PgPool, id: &str) {
-    sqlx::query(
-        "INSERT INTO users (id, first_name, last_name, email) \
-         VALUES ($1, 'First', 'Last', $1 || '@example.com')",
-    )
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
 async fn create_address(pool: &PgPool, user_id: &str) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO addresses (street, city, state, country, zip_code, user_id) \
@@ -164,11 +154,6 @@ async fn create_address(pool: &PgPool, user_id: &str) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-fn ok(response: &common::TestResponse) -> Value {
-    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-    response.body.clone()
 }
 
 async fn cart_add(app: &TestApp, user_id: &str, product_id: i64, quantity: i64) -> Value {
@@ -322,18 +307,6 @@ fn assert_delivered_once_after_dedupe(
         );
     }
     messages.len() - distinct.len()
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
 }
 
 /// Waits (bounded) until `check` holds for the rendered metrics.
@@ -525,7 +498,7 @@ async fn each_mutation_publishes_one_message_with_key_headers_and_payload() {
 async fn messages_carry_the_traceparent_of_the_request() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let auth = format!("Bearer {}", app.storefront_key);
     let response = app
@@ -559,7 +532,7 @@ async fn topic_prefix_is_applied_to_every_published_topic() {
     kafka.kafka_topic_prefix = "store-a.".into();
     broker::ensure_topics(&kafka).await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     cart_add(&app, "user_a", 1, 1).await;
     let relay = new_relay(&app, kafka, 500);
     drain(&app, &relay).await;
@@ -576,7 +549,7 @@ async fn topic_prefix_is_applied_to_every_published_topic() {
 async fn a_rolled_back_mutation_publishes_nothing() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let address_id = create_address(&app.pool, "user_a").await;
 
     // A checkout whose third item names an unknown product fails as a whole.
@@ -651,7 +624,7 @@ async fn a_rolled_back_mutation_publishes_nothing() {
 async fn a_users_events_arrive_in_commit_order() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     let mut ids = Vec::with_capacity(1000);
     for n in 0..1000_i64 {
         let item = cart_add(&app, "user_a", n % 25 + 1, n % 7 + 1).await;
@@ -709,7 +682,7 @@ async fn events_survive(outage: Outage) {
     let app = TestApp::new().await;
     let users = ["user_0", "user_1", "user_2", "user_3", "user_4"];
     for user in users {
-        create_user(&app.pool, user).await;
+        insert_user(&app.pool, user).await;
     }
     let (stop, shutdown) = watch::channel(false);
     let relay_task = tokio::spawn(new_relay(&app, broker.kafka(), 100).run(shutdown.clone()));
@@ -754,8 +727,9 @@ async fn events_survive(outage: Outage) {
         &app.state.metrics,
         "outbox_pending 500 and an oldest age",
         |text| {
-            metric(text, "outbox_pending") == Some(500.0)
-                && metric(text, "outbox_oldest_pending_age_seconds").is_some_and(|age| age > 0.0)
+            metric_value(text, "outbox_pending") == Some(500.0)
+                && metric_value(text, "outbox_oldest_pending_age_seconds")
+                    .is_some_and(|age| age > 0.0)
         },
     )
     .await;
@@ -780,7 +754,7 @@ async fn events_survive(outage: Outage) {
         restored.elapsed()
     );
     wait_for_metrics(&app.state.metrics, "outbox_pending 0", |text| {
-        metric(text, "outbox_pending") == Some(0.0)
+        metric_value(text, "outbox_pending") == Some(0.0)
     })
     .await;
     let _ = stop.send(true);
@@ -824,7 +798,7 @@ async fn nothing_is_lost_when_the_relay_stops_mid_backlog() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
     for user in ["user_0", "user_1", "user_2"] {
-        create_user(&app.pool, user).await;
+        insert_user(&app.pool, user).await;
         cart_add_all(&app, user, 100).await;
     }
     assert_eq!(pending(&app.pool).await, 300);
@@ -884,7 +858,7 @@ async fn two_relays_on_one_database_publish_each_row_exactly_once() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
     for user in ["user_0", "user_1", "user_2", "user_3"] {
-        create_user(&app.pool, user).await;
+        insert_user(&app.pool, user).await;
         cart_add_all(&app, user, 100).await;
     }
     assert_eq!(pending(&app.pool).await, 400);
@@ -909,7 +883,7 @@ async fn two_relays_on_one_database_publish_each_row_exactly_once() {
     let duplicates = assert_delivered_once_after_dedupe("two relays", &messages, &rows);
     assert_eq!(duplicates, 0);
     assert_eq!(
-        metric(
+        metric_value(
             &app.state.metrics.render().unwrap(),
             "outbox_published_total"
         ),
@@ -1088,7 +1062,7 @@ async fn user_events_are_validated_and_published_to_user_events() {
     let rows = outbox_rows(&app.pool, "user_events").await;
     assert_messages_match_rows("user_events", &messages, &rows);
     assert_eq!(
-        metric(
+        metric_value(
             &app.state.metrics.render().unwrap(),
             "user_events_accepted_total"
         ),
@@ -1275,15 +1249,15 @@ async fn wait_for_listeners(pool: &PgPool, count: i64) {
 }
 
 fn sse_subscribers(app: &TestApp) -> Option<f64> {
-    metric(&app.state.metrics.render().unwrap(), "sse_subscribers")
+    metric_value(&app.state.metrics.render().unwrap(), "sse_subscribers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_live_stream_shows_a_users_changes_made_through_another_instance() {
     let app = TestApp::new().await;
     let other = Instance::on_database_of(&app).await;
-    create_user(&app.pool, "user_a").await;
-    create_user(&app.pool, "user_b").await;
+    insert_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_b").await;
     wait_for_listeners(&app.pool, 2).await;
 
     // A change before the stream opens is not replayed to a stream without Last-Event-ID.
@@ -1394,7 +1368,7 @@ async fn the_live_stream_shows_a_users_changes_made_through_another_instance() {
 async fn metrics_show_the_backlog_and_what_was_published() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     for n in 0..7 {
         cart_add(&app, "user_a", n + 1, 1).await;
     }
@@ -1402,8 +1376,8 @@ async fn metrics_show_the_backlog_and_what_was_published() {
     let (stop, shutdown) = watch::channel(false);
     let monitor = spawn_monitor(&app, shutdown);
     wait_for_metrics(&app.state.metrics, "outbox_pending 7", |text| {
-        metric(text, "outbox_pending") == Some(7.0)
-            && metric(text, "outbox_oldest_pending_age_seconds").is_some_and(|age| age > 0.0)
+        metric_value(text, "outbox_pending") == Some(7.0)
+            && metric_value(text, "outbox_oldest_pending_age_seconds").is_some_and(|age| age > 0.0)
     })
     .await;
     let _ = stop.send(true);
@@ -1417,7 +1391,7 @@ async fn metrics_show_the_backlog_and_what_was_published() {
     let (stop, shutdown) = watch::channel(false);
     let monitor = spawn_monitor(&app, shutdown);
     wait_for_metrics(&app.state.metrics, "outbox_pending 0", |text| {
-        metric(text, "outbox_pending") == Some(0.0)
+        metric_value(text, "outbox_pending") == Some(0.0)
     })
     .await;
     let _ = stop.send(true);
@@ -1426,15 +1400,22 @@ async fn metrics_show_the_backlog_and_what_was_published() {
     let response = app.send(Method::GET, "/metrics", None, None, &[]).await;
     assert_eq!(response.status, StatusCode::OK);
     let text = String::from_utf8(response.raw).unwrap();
-    assert_eq!(metric(&text, "outbox_published_total"), Some(7.0), "{text}");
-    assert_eq!(metric(&text, "outbox_pending"), Some(0.0), "{text}");
     assert_eq!(
-        metric(&text, "outbox_oldest_pending_age_seconds"),
+        metric_value(&text, "outbox_published_total"),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(metric_value(&text, "outbox_pending"), Some(0.0), "{text}");
+    assert_eq!(
+        metric_value(&text, "outbox_oldest_pending_age_seconds"),
         Some(0.0)
     );
-    assert_eq!(metric(&text, "outbox_publish_errors_total"), Some(0.0));
     assert_eq!(
-        metric(&text, "outbox_publish_latency_seconds_count"),
+        metric_value(&text, "outbox_publish_errors_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&text, "outbox_publish_latency_seconds_count"),
         Some(7.0)
     );
 }
@@ -1567,7 +1548,7 @@ async fn upgrading_queues_the_unpublished_rows_and_rows_written_by_older_release
 async fn events_tail_prints_the_published_messages() {
     let broker = Broker::with_topics().await;
     let app = TestApp::new().await;
-    create_user(&app.pool, "user_a").await;
+    insert_user(&app.pool, "user_a").await;
     for n in 0..3 {
         cart_add(&app, "user_a", n + 1, 1).await;
     }

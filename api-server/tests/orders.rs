@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use common::TestApp;
+use common::cache::redis_has;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -305,27 +306,6 @@ async fn assert_reads_match_database(app: &TestApp, user_id: &str, order_id: i64
         json!({"data": db_detailed_of(app, user_id).await}),
         "GET /orders/detailed/all/{user_id}"
     );
-}
-
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    let url = common::redis_url();
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|error| {
-            panic!("Redis is required for these tests and is not reachable at {url}: {error}")
-        })
-}
-
-async fn redis_has(app: &TestApp, key: &str) -> bool {
-    let mut redis = redis_connection().await;
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(format!("{}{key}", app.cache_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    exists == 1
 }
 
 /// A Redis-backed app with `user_a`'s order holding items of products 3 and 4 (plus an order of
@@ -837,12 +817,6 @@ async fn update_never_changes_created_at() {
 // 3. Validation
 // ---------------------------------------------------------------------------------------------
 
-async fn error_message(app: &TestApp, method: Method, path: &str, body: &Value) -> String {
-    app.storefront(method, path, Some(body))
-        .await
-        .assert_error(400, "invalid_argument")
-}
-
 #[tokio::test]
 async fn add_order_validation_messages_in_order() {
     let app = TestApp::new().await;
@@ -872,7 +846,8 @@ async fn add_order_validation_messages_in_order() {
             }
         }
         assert_eq!(
-            error_message(&app, Method::POST, "/orders/add", &body).await,
+            app.invalid_argument(Method::POST, "/orders/add", &body)
+                .await,
             expected,
             "{field} = {body}"
         );
@@ -892,7 +867,8 @@ async fn add_order_validation_messages_in_order() {
     ];
     for (body, expected) in ordered {
         assert_eq!(
-            error_message(&app, Method::POST, "/orders/add", &body).await,
+            app.invalid_argument(Method::POST, "/orders/add", &body)
+                .await,
             expected,
             "{body}"
         );
@@ -900,17 +876,20 @@ async fn add_order_validation_messages_in_order() {
     // then the address: unknown, or another user's
     let unknown = order_body("user_a", 999, 45.5, "pending");
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/add", &unknown).await,
+        app.invalid_argument(Method::POST, "/orders/add", &unknown)
+            .await,
         "address_id 999 does not exist"
     );
     let foreign = order_body("user_a", fixture.b, 45.5, "pending");
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/add", &foreign).await,
+        app.invalid_argument(Method::POST, "/orders/add", &foreign)
+            .await,
         format!("address_id {} does not belong to user", fixture.b)
     );
     let unknown_user = order_body("nobody", fixture.a, 45.5, "pending");
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/add", &unknown_user).await,
+        app.invalid_argument(Method::POST, "/orders/add", &unknown_user)
+            .await,
         format!("address_id {} does not belong to user", fixture.a)
     );
     assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
@@ -962,7 +941,8 @@ async fn update_order_checks_id_first_then_the_order_rules() {
     ];
     for (body, expected) in cases {
         assert_eq!(
-            error_message(&app, Method::PUT, "/orders/update", &body).await,
+            app.invalid_argument(Method::PUT, "/orders/update", &body)
+                .await,
             expected,
             "{body}"
         );
@@ -1020,7 +1000,8 @@ async fn order_item_validation_messages_in_order() {
     ];
     for (body, expected) in add_cases {
         assert_eq!(
-            error_message(&app, Method::POST, "/orders/items/add", &body).await,
+            app.invalid_argument(Method::POST, "/orders/items/add", &body)
+                .await,
             expected,
             "add {body}"
         );
@@ -1065,7 +1046,8 @@ async fn order_item_validation_messages_in_order() {
     ];
     for (body, expected) in update_cases {
         assert_eq!(
-            error_message(&app, Method::PUT, "/orders/items/update", &body).await,
+            app.invalid_argument(Method::PUT, "/orders/items/update", &body)
+                .await,
             expected,
             "update {body}"
         );
@@ -1084,12 +1066,14 @@ async fn add_order_item_with_an_unknown_order_or_product_is_400() {
     let order_id = id_of(&add_order(&app, "user_a", fixture.a).await);
     let unknown_order = json!({"order_id": 999, "product_id": 2, "quantity": 1});
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/items/add", &unknown_order).await,
+        app.invalid_argument(Method::POST, "/orders/items/add", &unknown_order)
+            .await,
         "order_id 999 does not exist"
     );
     let unknown_product = json!({"order_id": order_id, "product_id": 99, "quantity": 1});
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/items/add", &unknown_product).await,
+        app.invalid_argument(Method::POST, "/orders/items/add", &unknown_product)
+            .await,
         "product_id 99 does not exist"
     );
     assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
@@ -1106,7 +1090,8 @@ async fn order_item_never_moves_to_another_order() {
         let body =
             json!({"id": id_of(&item), "order_id": other_order, "product_id": 5, "quantity": 7});
         assert_eq!(
-            error_message(&app, Method::PUT, "/orders/items/update", &body).await,
+            app.invalid_argument(Method::PUT, "/orders/items/update", &body)
+                .await,
             "order_id cannot be changed",
             "{body}"
         );
@@ -1201,7 +1186,8 @@ async fn detailed_add_validation_messages_in_order() {
     ];
     for (body, expected) in cases {
         assert_eq!(
-            error_message(&app, Method::POST, "/orders/detailed/add", &body).await,
+            app.invalid_argument(Method::POST, "/orders/detailed/add", &body)
+                .await,
             expected,
             "{body}"
         );
@@ -1464,7 +1450,8 @@ async fn detailed_add_with_a_missing_product_writes_nothing() {
     assert_eq!(before, (1, 1, 1));
     let body = detailed_body("user_a", fixture.a, &[(3, 1), (4, 2), (99, 1)]);
     assert_eq!(
-        error_message(&app, Method::POST, "/orders/detailed/add", &body).await,
+        app.invalid_argument(Method::POST, "/orders/detailed/add", &body)
+            .await,
         "items[2]: product_id 99 does not exist"
     );
     let after = (

@@ -5,6 +5,7 @@ use crate::common;
 
 use axum::http::Method;
 use common::TestApp;
+use common::outbox::outbox_rows;
 use serde_json::{Value, json};
 
 fn new_product() -> Value {
@@ -16,13 +17,6 @@ fn new_product() -> Value {
         "imageUrl": "https://example.com/alpine.png",
         "price": 32
     })
-}
-
-async fn outbox_rows(app: &TestApp) -> Vec<(String, String, String, Value)> {
-    sqlx::query_as("SELECT topic, event_key, event_type, payload FROM outbox ORDER BY id")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

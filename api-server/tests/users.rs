@@ -7,9 +7,10 @@ use crate::common;
 
 use axum::http::Method;
 use common::TestApp;
+use common::cache::redis_has;
+use common::outbox::{OutboxRow, drain_outbox, outbox_count};
 use serde_json::{Value, json};
 
-type OutboxRow = (String, String, String, Value);
 type AddressRow = (i64, String, String, String, String, String, String);
 
 fn user_body(id: &str, email: &str) -> Value {
@@ -46,12 +47,6 @@ async fn add_cart_item(app: &TestApp, product_id: i64, quantity: i64, user_id: &
     let response = app.storefront(Method::POST, "/cart/add", Some(&body)).await;
     assert_eq!(response.status, 200, "{}", response.body);
     response.body
-}
-
-async fn error_of(app: &TestApp, method: Method, path: &str, body: &Value) -> String {
-    app.storefront(method, path, Some(body))
-        .await
-        .assert_error(400, "invalid_argument")
 }
 
 /// Inserts an order for the user at the address directly in the database.
@@ -106,24 +101,6 @@ async fn count_where_user(app: &TestApp, table: &str, user_id: &str) -> i64 {
     .fetch_one(&app.pool)
     .await
     .unwrap()
-}
-
-/// Removes and returns every outbox row, in insertion order.
-async fn drain_outbox(app: &TestApp) -> Vec<OutboxRow> {
-    sqlx::query_as(
-        "WITH removed AS (DELETE FROM outbox RETURNING id, topic, event_key, event_type, payload) \
-         SELECT topic, event_key, event_type, payload FROM removed ORDER BY id",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-}
-
-async fn outbox_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 /// Checks `event_id` (UUID v7) and `occurred_at` (RFC 3339 UTC) and returns the payload without them.
@@ -183,23 +160,6 @@ fn assert_users_event(
             "addresses": addresses,
         })
     );
-}
-
-async fn redis_has(app: &TestApp, key: &str) -> bool {
-    let url = common::redis_url();
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|error| {
-            panic!("Redis is required for these tests and is not reachable at {url}: {error}")
-        });
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg(format!("{}{key}", app.cache_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    exists == 1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,32 +255,38 @@ async fn add_user_validation_messages_in_contract_order() {
     let app = TestApp::new().await;
     let mut body = json!({"id": "", "firstName": "", "lastName": "", "email": ""});
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "invalid user ID"
     );
     body["id"] = json!("   ");
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "invalid user ID"
     );
     body["id"] = json!("user_a");
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "missing first name"
     );
     body["firstName"] = json!("Ada");
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "missing last name"
     );
     body["lastName"] = json!("Lovelace");
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "missing user email"
     );
     body["email"] = json!("not-an-email");
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "invalid user email"
     );
     assert_eq!(user_count(&app).await, 0);
@@ -339,13 +305,15 @@ async fn add_user_missing_keys_get_the_same_messages_as_empty_values() {
         let mut body = user_body("user_a", "a@example.com");
         body.as_object_mut().unwrap().remove(field);
         assert_eq!(
-            error_of(&app, Method::POST, "/users/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/add", &body)
+                .await,
             expected,
             "missing {field}"
         );
         body[field] = Value::Null;
         assert_eq!(
-            error_of(&app, Method::POST, "/users/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/add", &body)
+                .await,
             expected,
             "null {field}"
         );
@@ -354,7 +322,8 @@ async fn add_user_missing_keys_get_the_same_messages_as_empty_values() {
     let body =
         json!({"id": "user_a", "first_name": "Ada", "last_name": "L", "email": "a@example.com"});
     assert_eq!(
-        error_of(&app, Method::POST, "/users/add", &body).await,
+        app.invalid_argument(Method::POST, "/users/add", &body)
+            .await,
         "missing first name"
     );
     assert_eq!(user_count(&app).await, 0);
@@ -374,7 +343,8 @@ async fn invalid_emails_are_rejected() {
     ] {
         let body = user_body("user_a", email);
         assert_eq!(
-            error_of(&app, Method::POST, "/users/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/add", &body)
+                .await,
             "invalid user email",
             "{email}"
         );
@@ -459,34 +429,40 @@ async fn update_user_validation_messages_in_contract_order() {
     drain_outbox(&app).await;
     let mut body = json!({"firstName": "", "lastName": "", "email": "bad"});
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "invalid user ID"
     );
     body["id"] = json!("user_a");
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "missing first name"
     );
     body["firstName"] = json!("Grace");
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "missing last name"
     );
     body["lastName"] = json!("Hopper");
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "invalid user email"
     );
     body.as_object_mut().unwrap().remove("email");
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "missing user email"
     );
     // validation comes before existence
     let body =
         json!({"id": "user_missing", "firstName": "", "lastName": "X", "email": "x@example.com"});
     assert_eq!(
-        error_of(&app, Method::PUT, "/users/update", &body).await,
+        app.invalid_argument(Method::PUT, "/users/update", &body)
+            .await,
         "missing first name"
     );
     assert_eq!(
@@ -766,14 +742,14 @@ async fn add_address_validation_messages_in_contract_order() {
         ("country", "Canada", "missing zip code"),
         ("zipCode", "M5V 2T6", "invalid user ID"),
     ] {
-        let message = error_of(&app, Method::POST, path, &body).await;
+        let message = app.invalid_argument(Method::POST, path, &body).await;
         assert!(
             message.starts_with("missing") || message == "invalid user ID",
             "{message}"
         );
         body[field] = json!(value);
         assert_eq!(
-            error_of(&app, Method::POST, path, &body).await,
+            app.invalid_argument(Method::POST, path, &body).await,
             next_message
         );
     }
@@ -782,14 +758,14 @@ async fn add_address_validation_messages_in_contract_order() {
         "street": " ", "city": "", "state": "", "country": "", "zipCode": "", "userId": ""
     });
     assert_eq!(
-        error_of(&app, Method::POST, path, &empty).await,
+        app.invalid_argument(Method::POST, path, &empty).await,
         "missing street"
     );
     // validation comes before existence
     let mut body = address_body("user_x");
     body["zipCode"] = json!("");
     assert_eq!(
-        error_of(&app, Method::POST, path, &body).await,
+        app.invalid_argument(Method::POST, path, &body).await,
         "missing zip code"
     );
     assert_eq!(count_where_user(&app, "addresses", "user_a").await, 0);
@@ -812,19 +788,22 @@ async fn add_address_missing_keys_get_the_same_messages_as_empty_values() {
         let mut body = address_body("user_a");
         body.as_object_mut().unwrap().remove(field);
         assert_eq!(
-            error_of(&app, Method::POST, "/users/addresses/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/addresses/add", &body)
+                .await,
             expected,
             "missing {field}"
         );
         body[field] = json!("");
         assert_eq!(
-            error_of(&app, Method::POST, "/users/addresses/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/addresses/add", &body)
+                .await,
             expected,
             "empty {field}"
         );
         body[field] = Value::Null;
         assert_eq!(
-            error_of(&app, Method::POST, "/users/addresses/add", &body).await,
+            app.invalid_argument(Method::POST, "/users/addresses/add", &body)
+                .await,
             expected,
             "null {field}"
         );
@@ -837,8 +816,7 @@ async fn add_address_missing_keys_get_the_same_messages_as_empty_values() {
 async fn add_address_for_an_unknown_user_is_rejected() {
     let app = TestApp::new().await;
     assert_eq!(
-        error_of(
-            &app,
+        app.invalid_argument(
             Method::POST,
             "/users/addresses/add",
             &address_body("user_x")
@@ -895,17 +873,17 @@ async fn update_address_validation_messages_start_with_the_address_id() {
         "street": "", "city": "", "state": "", "country": "", "zipCode": "", "userId": ""
     });
     assert_eq!(
-        error_of(&app, Method::PUT, path, &body).await,
+        app.invalid_argument(Method::PUT, path, &body).await,
         "invalid address ID"
     );
     body["id"] = json!(0);
     assert_eq!(
-        error_of(&app, Method::PUT, path, &body).await,
+        app.invalid_argument(Method::PUT, path, &body).await,
         "invalid address ID"
     );
     body["id"] = json!(-1);
     assert_eq!(
-        error_of(&app, Method::PUT, path, &body).await,
+        app.invalid_argument(Method::PUT, path, &body).await,
         "invalid address ID"
     );
     body["id"] = json!(id);
@@ -917,13 +895,16 @@ async fn update_address_validation_messages_start_with_the_address_id() {
         ("zipCode", "M5V", "missing zip code"),
         ("userId", "user_a", "invalid user ID"),
     ] {
-        assert_eq!(error_of(&app, Method::PUT, path, &body).await, expected);
+        assert_eq!(
+            app.invalid_argument(Method::PUT, path, &body).await,
+            expected
+        );
         body[field] = json!(value);
     }
     // the body is now valid except for an unknown user
     body["userId"] = json!("user_x");
     assert_eq!(
-        error_of(&app, Method::PUT, path, &body).await,
+        app.invalid_argument(Method::PUT, path, &body).await,
         "userId user_x does not exist"
     );
     assert_eq!(

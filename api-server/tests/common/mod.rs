@@ -2,7 +2,10 @@
 //! parallel), a router built exactly as `serve` builds it, and generated storefront/admin keys.
 
 pub mod broker;
+pub mod cache;
+pub mod fixtures;
 pub mod identity;
+pub mod outbox;
 
 use std::time::Duration;
 
@@ -43,6 +46,25 @@ pub struct TestResponse {
     pub headers: HeaderMap,
     pub body: Value,
     pub raw: Vec<u8>,
+}
+
+/// The body of a 200 answer; fails the test with the body otherwise.
+pub fn ok(response: &TestResponse) -> Value {
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    response.body.clone()
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition, if present.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
 }
 
 impl TestResponse {
@@ -307,6 +329,13 @@ impl TestApp {
     ) -> TestResponse {
         let auth = Self::bearer(&self.storefront_key);
         self.send(method, path, Some(&auth), body, &[]).await
+    }
+
+    /// The message of the 400 `invalid_argument` answer to a storefront request.
+    pub async fn invalid_argument(&self, method: Method, path: &str, body: &Value) -> String {
+        self.storefront(method, path, Some(body))
+            .await
+            .assert_error(400, "invalid_argument")
     }
 
     /// The ids of a `{"data": [...]}` response, in order.

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::broker::{self, Broker};
 use common::identity::{AUDIENCE, ISSUER, Jwks, SigningKey, generate, now, token_with};
-use common::{TestApp, metric_value, ok};
+use common::{TestApp, count, metric_value, ok};
 use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use plamatio_api::cache::keys;
@@ -55,10 +55,6 @@ async fn seed_user(pool: &PgPool, id: &str) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 fn metric(app: &TestApp, name: &str) -> f64 {

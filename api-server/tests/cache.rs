@@ -4,7 +4,7 @@
 use crate::common;
 
 use axum::http::Method;
-use common::cache::redis_connection;
+use common::cache::{redis_connection, redis_ttl};
 use common::{CacheKind, TestApp};
 use serde_json::json;
 
@@ -57,12 +57,7 @@ async fn second_read_is_served_from_redis() {
 async fn category_entries_use_the_two_hour_ttl() {
     let app = TestApp::with_redis().await;
     assert_eq!(app.get("/categories/all").await.status, 200);
-    let mut redis = redis_connection().await;
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{}categories-cache/all", app.cache_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let ttl = redis_ttl(&app, "categories-cache/all").await;
     assert!((7_000..=7_200).contains(&ttl), "ttl {ttl}");
 }
 
@@ -149,11 +144,6 @@ async fn a_configured_ttl_overrides_the_keyspace_ttls() {
         .cache
         .set_ttl_override(Some(std::time::Duration::from_secs(600)));
     assert_eq!(app.get("/products/get/3").await.status, 200);
-    let mut redis = redis_connection().await;
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{}product-cache/3", app.cache_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let ttl = redis_ttl(&app, "product-cache/3").await;
     assert!((590..=600).contains(&ttl), "ttl {ttl}");
 }

@@ -59,7 +59,7 @@ struct OutboxRow {
     payload: Value,
 }
 
-async fn outbox_rows(pool: &PgPool, topic: &str) -> Vec<OutboxRow> {
+async fn outbox_rows_of_topic(pool: &PgPool, topic: &str) -> Vec<OutboxRow> {
     sqlx::query_as(
         "SELECT id, event_id, topic, event_key, event_type, payload FROM outbox \
          WHERE topic = $1 ORDER BY id",
@@ -422,7 +422,7 @@ async fn each_mutation_publishes_one_message_with_key_headers_and_payload() {
     ];
     let mut all = HashMap::new();
     for (topic, types) in expected_types {
-        let rows = outbox_rows(&app.pool, topic).await;
+        let rows = outbox_rows_of_topic(&app.pool, topic).await;
         let row_types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
         assert_eq!(row_types, types, "{topic}: outbox rows");
         let messages = consume(&broker, topic, rows.len()).await;
@@ -761,7 +761,7 @@ async fn events_survive(outage: Outage) {
     let _ = tokio::time::timeout(Duration::from_secs(30), relay_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), monitor).await;
 
-    let rows: Vec<OutboxRow> = outbox_rows(&app.pool, "cart_updates")
+    let rows: Vec<OutboxRow> = outbox_rows_of_topic(&app.pool, "cart_updates")
         .await
         .into_iter()
         .filter(|row| !before.contains(&row.id))
@@ -839,7 +839,7 @@ async fn nothing_is_lost_when_the_relay_stops_mid_backlog() {
     second.abort();
     let _ = second.await;
 
-    let rows = outbox_rows(&app.pool, "cart_updates").await;
+    let rows = outbox_rows_of_topic(&app.pool, "cart_updates").await;
     assert_eq!(rows.len(), 300);
     let messages = consume(&broker, "cart_updates", 300).await;
     let duplicates = assert_delivered_once_after_dedupe("relay restart", &messages, &rows);
@@ -877,7 +877,7 @@ async fn two_relays_on_one_database_publish_each_row_exactly_once() {
             .expect("relay task");
     }
 
-    let rows = outbox_rows(&app.pool, "cart_updates").await;
+    let rows = outbox_rows_of_topic(&app.pool, "cart_updates").await;
     let messages = consume(&broker, "cart_updates", 400).await;
     assert_eq!(messages.len(), 400, "one message per row");
     let duplicates = assert_delivered_once_after_dedupe("two relays", &messages, &rows);
@@ -1059,7 +1059,7 @@ async fn user_events_are_validated_and_published_to_user_events() {
         assert_eq!(matching[0].header("content-type"), Some("application/json"));
         assert!(matching[0].header("event_id").is_some());
     }
-    let rows = outbox_rows(&app.pool, "user_events").await;
+    let rows = outbox_rows_of_topic(&app.pool, "user_events").await;
     assert_messages_match_rows("user_events", &messages, &rows);
     assert_eq!(
         metric_value(
@@ -1334,7 +1334,7 @@ async fn the_live_stream_shows_a_users_changes_made_through_another_instance() {
     assert!(extra.is_none(), "nothing of user B's changes: {extra:?}");
 
     // The ids and payloads are the outbox's.
-    let rows: Vec<OutboxRow> = outbox_rows(&app.pool, "cart_updates")
+    let rows: Vec<OutboxRow> = outbox_rows_of_topic(&app.pool, "cart_updates")
         .await
         .into_iter()
         .filter(|row| row.event_key == "user_a")
@@ -1602,7 +1602,7 @@ async fn events_tail_prints_the_published_messages() {
     );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
-    let rows = outbox_rows(&app.pool, "cart_updates").await;
+    let rows = outbox_rows_of_topic(&app.pool, "cart_updates").await;
     for (line, row) in lines.iter().zip(&rows) {
         // `topic/partition@offset key=K type=T {payload}`
         assert!(line.starts_with("cart_updates/"), "{line}");

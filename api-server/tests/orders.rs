@@ -8,8 +8,8 @@ use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use common::TestApp;
 use common::cache::redis_has;
+use common::{TestApp, count};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -162,10 +162,6 @@ fn assert_created_at_format(value: &Value) {
     );
 }
 
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
-}
-
 async fn items_in_order(app: &TestApp, order_id: i64) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM order_items WHERE order_id = $1")
         .bind(order_id)
@@ -177,7 +173,7 @@ async fn items_in_order(app: &TestApp, order_id: i64) -> i64 {
 /// (event_id, topic, event_key, event_type, payload), in insertion order.
 type OutboxRow = (String, String, String, String, Value);
 
-async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
+async fn outbox_rows_with_event_ids(app: &TestApp) -> Vec<OutboxRow> {
     sqlx::query_as(
         "SELECT event_id::text, topic, event_key, event_type, payload FROM outbox ORDER BY id",
     )
@@ -428,7 +424,7 @@ async fn update_order_of_an_unknown_id_is_404() {
     app.storefront(Method::PUT, "/orders/update", Some(&body))
         .await
         .assert_error(404, "not_found");
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 0);
 }
 
 #[tokio::test]
@@ -716,7 +712,10 @@ async fn detailed_add_with_empty_items_creates_an_order_without_items() {
             .body,
         json!({"order": response.body["order"], "items": []})
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -892,8 +891,8 @@ async fn add_order_validation_messages_in_order() {
             .await,
         format!("address_id {} does not belong to user", fixture.a)
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM outbox").await, 0);
 }
 
 #[tokio::test]
@@ -1056,7 +1055,10 @@ async fn order_item_validation_messages_in_order() {
         db_items_of(&app, order_id).await,
         vec![created["items"][0].clone()]
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 1);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -1076,7 +1078,10 @@ async fn add_order_item_with_an_unknown_order_or_product_is_400() {
             .await,
         "product_id 99 does not exist"
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1192,9 +1197,12 @@ async fn detailed_add_validation_messages_in_order() {
             "{body}"
         );
     }
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        0
+    );
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM outbox").await, 0);
 }
 
 #[tokio::test]
@@ -1281,8 +1289,11 @@ async fn wrong_json_types_are_400_naming_the_field() {
     app.send_request(request)
         .await
         .assert_error(400, "invalid_argument");
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 1);
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -1321,8 +1332,11 @@ async fn non_integer_path_ids_are_400_and_negative_ids_match_nothing() {
         app.get("/orders/items/all/-1").await.body,
         json!({"data": []})
     );
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 1);
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 1);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1335,7 +1349,7 @@ async fn update_order_with_another_users_id_is_404_and_leaves_it_unchanged() {
     let fixture = seed_users(&app).await;
     let created = detailed_add(&app, "user_a", fixture.a, &[(3, 1)]).await;
     let id = id_of(&created["order"]);
-    let events = outbox_rows(&app).await.len();
+    let events = outbox_rows_with_event_ids(&app).await.len();
     // user_b, with user_b's own (valid) address, tries to take over user_a's order
     let mut body = order_body("user_b", fixture.b, 1.0, "succeeded");
     body["id"] = json!(id);
@@ -1351,7 +1365,7 @@ async fn update_order_with_another_users_id_is_404_and_leaves_it_unchanged() {
         app.get("/orders/all/user_b").await.body,
         json!({"data": []})
     );
-    assert_eq!(outbox_rows(&app).await.len(), events);
+    assert_eq!(outbox_rows_with_event_ids(&app).await.len(), events);
 }
 
 #[tokio::test]
@@ -1360,7 +1374,7 @@ async fn delete_order_of_another_user_is_404_and_keeps_it() {
     let fixture = seed_users(&app).await;
     let created = detailed_add(&app, "user_a", fixture.a, &[(3, 1), (4, 1)]).await;
     let id = id_of(&created["order"]);
-    let events = outbox_rows(&app).await.len();
+    let events = outbox_rows_with_event_ids(&app).await.len();
     for user in ["user_b", "nobody"] {
         app.storefront(
             Method::DELETE,
@@ -1375,7 +1389,7 @@ async fn delete_order_of_another_user_is_404_and_keeps_it() {
         app.get(&format!("/orders/detailed/get/{id}")).await.body,
         created
     );
-    assert_eq!(outbox_rows(&app).await.len(), events);
+    assert_eq!(outbox_rows_with_event_ids(&app).await.len(), events);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1414,7 +1428,7 @@ async fn delete_order_removes_its_items_in_the_same_transaction() {
     assert_eq!(db_detailed(&app, id).await, Some(created.clone()));
     assert_eq!(
         count(
-            &app,
+            &app.pool,
             "SELECT count(*) FROM outbox WHERE event_type = 'order_deleted'"
         )
         .await,
@@ -1443,9 +1457,9 @@ async fn detailed_add_with_a_missing_product_writes_nothing() {
     let fixture = seed_users(&app).await;
     detailed_add(&app, "user_a", fixture.a, &[(1, 1)]).await;
     let before = (
-        count(&app, "SELECT count(*) FROM orders").await,
-        count(&app, "SELECT count(*) FROM order_items").await,
-        count(&app, "SELECT count(*) FROM outbox").await,
+        count(&app.pool, "SELECT count(*) FROM orders").await,
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        count(&app.pool, "SELECT count(*) FROM outbox").await,
     );
     assert_eq!(before, (1, 1, 1));
     let body = detailed_body("user_a", fixture.a, &[(3, 1), (4, 2), (99, 1)]);
@@ -1455,9 +1469,9 @@ async fn detailed_add_with_a_missing_product_writes_nothing() {
         "items[2]: product_id 99 does not exist"
     );
     let after = (
-        count(&app, "SELECT count(*) FROM orders").await,
-        count(&app, "SELECT count(*) FROM order_items").await,
-        count(&app, "SELECT count(*) FROM outbox").await,
+        count(&app.pool, "SELECT count(*) FROM orders").await,
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        count(&app.pool, "SELECT count(*) FROM outbox").await,
     );
     assert_eq!(after, before);
 }
@@ -1482,9 +1496,12 @@ async fn detailed_add_that_fails_while_writing_items_leaves_no_order_and_no_even
         .storefront(Method::POST, "/orders/detailed/add", Some(&body))
         .await;
     assert!(response.status.is_server_error(), "{}", response.body);
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM order_items").await, 0);
-    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
+        0
+    );
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM outbox").await, 0);
     assert_eq!(
         app.get("/orders/detailed/all/user_a").await.body,
         json!({"data": []})
@@ -1498,7 +1515,7 @@ async fn detailed_add_that_fails_while_writing_items_leaves_no_order_and_no_even
 /// Asserts exactly one new `orders_updates` row since `before` rows, keyed by `user_id`, and
 /// returns its payload after checking the envelope.
 async fn one_new_event(app: &TestApp, before: usize, event_type: &str, user_id: &str) -> Value {
-    let rows = outbox_rows(app).await;
+    let rows = outbox_rows_with_event_ids(app).await;
     assert_eq!(
         rows.len(),
         before + 1,
@@ -1628,7 +1645,7 @@ async fn every_order_mutation_writes_one_orders_updates_event() {
     assert_eq!(payload["order_items"], checkout["items"]);
 
     // event ids are distinct and time-ordered
-    let ids: Vec<String> = outbox_rows(&app)
+    let ids: Vec<String> = outbox_rows_with_event_ids(&app)
         .await
         .into_iter()
         .map(|row| row.0)
@@ -1647,7 +1664,7 @@ async fn failed_order_mutations_write_no_event() {
     let order_id = id_of(&created["order"]);
     let item_id = id_of(&created["items"][0]);
     let other = add_order(&app, "user_a", fixture.a).await;
-    assert_eq!(outbox_rows(&app).await.len(), 2);
+    assert_eq!(outbox_rows_with_event_ids(&app).await.len(), 2);
 
     let mut stolen = order_body("user_b", fixture.b, 1.0, "x");
     stolen["id"] = json!(order_id);
@@ -1717,7 +1734,7 @@ async fn failed_order_mutations_write_no_event() {
             response.body
         );
         assert_eq!(
-            outbox_rows(&app).await.len(),
+            outbox_rows_with_event_ids(&app).await.len(),
             2,
             "{method} {path} wrote an event"
         );
@@ -1991,14 +2008,14 @@ async fn concurrent_checkouts_create_distinct_orders_each_with_exactly_its_items
         );
     }
     assert_eq!(order_ids.len(), 20);
-    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 20);
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM orders").await, 20);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM order_items").await,
+        count(&app.pool, "SELECT count(*) FROM order_items").await,
         i64::try_from(expected_items).unwrap()
     );
     assert_eq!(
         count(
-            &app,
+            &app.pool,
             "SELECT count(*) FROM outbox WHERE event_type = 'order_created'"
         )
         .await,

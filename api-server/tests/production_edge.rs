@@ -43,7 +43,7 @@ async fn keyed(app: &TestApp, method: Method, path: &str, key: &str, body: &Valu
     .await
 }
 
-async fn count(app: &TestApp, table: &str) -> i64 {
+async fn rows_in(app: &TestApp, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(&app.pool)
         .await
@@ -78,9 +78,9 @@ async fn a_retried_checkout_is_replayed_not_repeated() {
     assert_eq!(retry.status, 200);
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(retry.raw, first.raw, "the replay is byte-identical");
-    assert_eq!(count(&app, "orders").await, 1);
-    assert_eq!(count(&app, "order_items").await, 2);
-    assert_eq!(count(&app, "outbox").await, 1);
+    assert_eq!(rows_in(&app, "orders").await, 1);
+    assert_eq!(rows_in(&app, "order_items").await, 2);
+    assert_eq!(rows_in(&app, "outbox").await, 1);
 }
 
 #[tokio::test]
@@ -103,7 +103,7 @@ async fn the_same_key_with_another_body_is_422() {
     // the same key on another path is another request too
     let response = keyed(&app, Method::POST, "/orders/add", "k", &checkout()["order"]).await;
     response.assert_error(422, "invalid_argument");
-    assert_eq!(count(&app, "orders").await, 1);
+    assert_eq!(rows_in(&app, "orders").await, 1);
 }
 
 #[tokio::test]
@@ -134,7 +134,7 @@ async fn keys_are_scoped_to_the_api_key() {
         .await;
     assert_eq!(response.status, 200);
     assert!(response.header("idempotent-replayed").is_none());
-    assert_eq!(count(&app, "orders").await, 2);
+    assert_eq!(rows_in(&app, "orders").await, 2);
 }
 
 #[tokio::test]
@@ -156,8 +156,8 @@ async fn twenty_concurrent_identical_checkouts_make_one_order() {
         .filter(|r| r.header("idempotent-replayed") == Some("true"))
         .count();
     assert_eq!(replays, 19);
-    assert_eq!(count(&app, "orders").await, 1);
-    assert_eq!(count(&app, "order_items").await, 2);
+    assert_eq!(rows_in(&app, "orders").await, 1);
+    assert_eq!(rows_in(&app, "order_items").await, 2);
 }
 
 #[tokio::test]
@@ -189,7 +189,7 @@ async fn client_errors_are_replayed_and_server_errors_are_not_stored() {
     let retried = keyed(&app, Method::POST, "/cart/add", "flaky", &good).await;
     assert_eq!(retried.status, 200, "{}", retried.body);
     assert!(retried.header("idempotent-replayed").is_none());
-    assert_eq!(count(&app, "cart_items").await, 1);
+    assert_eq!(rows_in(&app, "cart_items").await, 1);
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn a_duplicate_waits_for_the_first_and_gets_409_if_it_never_finishes() {
         started.elapsed() >= std::time::Duration::from_secs(9),
         "it waited for the first"
     );
-    assert_eq!(count(&app, "orders").await, 1);
+    assert_eq!(rows_in(&app, "orders").await, 1);
 }
 
 #[tokio::test]

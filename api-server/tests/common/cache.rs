@@ -24,3 +24,13 @@ pub async fn redis_has(app: &TestApp, key: &str) -> bool {
         .unwrap();
     exists == 1
 }
+
+/// The seconds `key` (in the app's namespace) has left to live in Redis (`-2` when absent).
+pub async fn redis_ttl(app: &TestApp, key: &str) -> i64 {
+    let mut redis = redis_connection().await;
+    redis::cmd("TTL")
+        .arg(format!("{}{key}", app.cache_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}

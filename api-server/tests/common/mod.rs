@@ -48,6 +48,11 @@ pub struct TestResponse {
     pub raw: Vec<u8>,
 }
 
+/// The single number a counting query (`SELECT count(*) …`) returns.
+pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
 /// The body of a 200 answer; fails the test with the body otherwise.
 pub fn ok(response: &TestResponse) -> Value {
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);

@@ -1,8 +1,10 @@
 //! B5: 500 `PlamatioStore`s created at once, reconciled against the in-memory API server
 //! (kube-fake-client). Reports the time until every store's children are applied, the process RSS,
-//! and the writes of a resync of the unchanged stores (target: 0).
+//! and the writes and list calls of a resync of the unchanged stores (target: 0); then 50 stores with
+//! Kafka topics on one tansu broker, and the Kafka admin clients and connections they cost.
 //!
-//! Run: `cargo bench -p plamatio-operator --bench b5_operator` (optionally `-- --stores N`).
+//! Run: `cargo bench -p plamatio-operator --bench b5_operator` (optionally
+//! `-- --stores N --kafka-stores M`; `--kafka-stores 0` skips the Kafka half).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use kube_fake_client::{ClientBuilder, interceptor};
 use plamatio_operator::build::ChildKind;
 use plamatio_operator::controller::{Context, Settings, reconcile};
 use plamatio_operator::crd::{
-    DatabaseSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
+    DatabaseSpec, KafkaSpec, MigrationMode, PlamatioStore, PlamatioStoreSpec, SecretKeyRef,
+    TopicsSpec,
 };
 use plamatio_operator::metrics::Metrics;
 
@@ -61,6 +64,94 @@ fn store(index: usize) -> PlamatioStore {
     store.metadata.uid = Some(format!("uid-{index}"));
     store.metadata.generation = Some(1);
     store
+}
+
+/// Established TCP connections of this process to `port` (from /proc/net/tcp and tcp6: the
+/// remote port, state 01).
+fn connections_to(port: u16) -> usize {
+    let wanted = format!(":{port:04X}");
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields
+                        .get(2)
+                        .is_some_and(|remote| remote.ends_with(&wanted))
+                        && fields.get(3) == Some(&"01")
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// Store `index` with Kafka topics on `bootstrap` (prefix per store: 5 topics each).
+fn kafka_store(index: usize, bootstrap: &str) -> PlamatioStore {
+    let mut store = store(index);
+    store.spec.kafka = Some(KafkaSpec {
+        bootstrap_servers: bootstrap.to_owned(),
+        topic_prefix: Some(format!("store{index:04}.")),
+        topics: Some(TopicsSpec {
+            partitions: Some(1),
+            ..TopicsSpec::default()
+        }),
+        ..KafkaSpec::default()
+    });
+    store
+}
+
+/// The Kafka half of B5: `count` stores on one broker, created then resynced with the topic
+/// resync interval at 0 (so every reconcile asks Kafka); reports admin clients created and the
+/// process's connections to the broker.
+async fn kafka_stores(count: usize) -> bool {
+    let broker = plamatio_testkit::TansuBroker::start();
+    let mut builder = ClientBuilder::new()
+        .with_resource::<PlamatioStore>()
+        .with_status_subresource::<PlamatioStore>()
+        .with_status_subresource::<Deployment>()
+        .with_status_subresource::<Job>()
+        .with_return_managed_fields();
+    for index in 0..count {
+        builder = builder
+            .with_object(kafka_store(index, &broker.bootstrap()))
+            .with_object(secret(index));
+    }
+    let client = builder.build().await.expect("fake API server");
+    let settings = Settings {
+        topic_resync_interval: Duration::ZERO,
+        ..Settings::default()
+    };
+    let context = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        Arc::new(Metrics::new()),
+        Some("bench".to_owned()),
+    ));
+    let stores: Api<PlamatioStore> = Api::namespaced(client.clone(), NAMESPACE);
+    deliver_watches(&client, &context).await;
+    let (create_time, create_failures) = reconcile_all(&stores, &context).await;
+    let created_after_create = context.kafka_admins.created();
+    deliver_watches(&client, &context).await;
+    let (resync_time, resync_failures) = reconcile_all(&stores, &context).await;
+    let connections = connections_to(broker.port());
+    let created = context.kafka_admins.created();
+    println!(
+        "B5 Kafka: {count} stores with topics on one broker (topic resync interval 0: every reconcile asks Kafka)"
+    );
+    println!(
+        "  create {:.2} s (failures {create_failures}), resync {:.2} s (failures {resync_failures})",
+        create_time.as_secs_f64(),
+        resync_time.as_secs_f64()
+    );
+    println!(
+        "  admin clients created: {created_after_create} after create, {created} after resync; held {}; established connections to the broker now: {connections}",
+        context.kafka_admins.held()
+    );
+    create_failures == 0 && resync_failures == 0 && created == 1
 }
 
 fn secret(index: usize) -> Secret {
@@ -274,7 +365,13 @@ async fn main() {
             "estimate NOT met"
         }
     );
-    if !ok {
+    let kafka_count = std::env::args()
+        .skip_while(|arg| arg != "--kafka-stores")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let kafka_ok = kafka_count == 0 || kafka_stores(kafka_count).await;
+    if !(ok && kafka_ok) {
         std::process::exit(1);
     }
 }

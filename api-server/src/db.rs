@@ -48,9 +48,15 @@ pub fn pool_options(url: &str) -> PgPoolOptions {
 }
 
 /// Opens the pool (creating the database if needed).
+///
+/// No ping before each acquire (sqlx's `test_before_acquire`, on by default): it cost one extra
+/// round trip to PostgreSQL per request, as much as an uncached by-id read itself (B2). A connection
+/// that broke while idle (a terminated backend, a restarted server) then fails the one query that
+/// uses it — a clean 503, as the reliability test asserts — and sqlx closes it.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     ensure_database(&config.database_url).await?;
     pool_options(&config.database_url)
+        .test_before_acquire(false)
         .max_connections(config.database_pool_size.max(1))
         .min_connections(1)
         .acquire_timeout(config.acquire_timeout())

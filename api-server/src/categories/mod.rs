@@ -24,13 +24,13 @@ pub mod cache_keys {
         CacheKey::new("category-cache", id, DEFAULT_TTL)
     }
     pub fn all_categories() -> CacheKey {
-        CacheKey::new("categories-cache", "all", DEFAULT_TTL)
+        CacheKey::fixed("categories-cache/all", DEFAULT_TTL)
     }
     pub fn sub_category(id: i64) -> CacheKey {
         CacheKey::new("subcategory-cache", id, DEFAULT_TTL)
     }
     pub fn all_sub_categories() -> CacheKey {
-        CacheKey::new("subcategories-cache", "all", DEFAULT_TTL)
+        CacheKey::fixed("subcategories-cache/all", DEFAULT_TTL)
     }
     pub fn sub_categories_of(category_id: i64) -> CacheKey {
         CacheKey::new(

@@ -31,7 +31,7 @@ pub mod cache_keys {
         CacheKey::new("product-cache", id, PRODUCT_TTL)
     }
     pub fn all() -> CacheKey {
-        CacheKey::new("products-cache", "all", PRODUCT_TTL)
+        CacheKey::fixed("products-cache/all", PRODUCT_TTL)
     }
     pub fn by_category(category_id: i64) -> CacheKey {
         CacheKey::new(
@@ -48,7 +48,7 @@ pub mod cache_keys {
         )
     }
     pub fn hero() -> CacheKey {
-        CacheKey::new("hero-products-cache", "all", PRODUCT_TTL)
+        CacheKey::fixed("hero-products-cache/all", PRODUCT_TTL)
     }
     pub fn hero_of_category(category_id: i64) -> CacheKey {
         CacheKey::new(

@@ -30,7 +30,7 @@ pub mod cache_keys {
         CacheKey::new("user-cache", id, DEFAULT_TTL)
     }
     pub fn all_users() -> CacheKey {
-        CacheKey::new("users-cache", "all", DEFAULT_TTL)
+        CacheKey::fixed("users-cache/all", DEFAULT_TTL)
     }
     pub fn address(id: i64) -> CacheKey {
         CacheKey::new("address-cache", id, DEFAULT_TTL)

@@ -7,7 +7,8 @@
 # Environment: BENCH_SECONDS (per measured run, default 20), BENCH_WARMUP (unmeasured seconds before
 # each run, default 2), PGHOST/PGPORT/PGUSER (default 127.0.0.1/5432/postgres), CARGO_TARGET_DIR,
 # BENCH_SKIP_BUILD=1 (use the existing release binary), BENCH_KEEP=1 (keep the work directory),
-# BENCH_OUT (the generated report, default e2e/bench/last-run.md).
+# BENCH_OUT (the generated report, default e2e/bench/last-run.md), BENCH_REDIS_URL (Redis for B1 with
+# REDIS_URL set, default redis://127.0.0.1:6379), BENCH_ONLY=B1 (stop after the B1 rows).
 # Everything listens on 127.0.0.1; every load is bounded in time; the bench database
 # plamatio_bench_<pid>, the processes and the role it creates are removed at the end.
 set -euo pipefail
@@ -304,9 +305,47 @@ stop_pid "$SAMPLER_PID"
 LOAD_RSS=$(sort -n "$WORK/rss-b1.txt" | tail -n1)
 log "B6 max RSS under B1: ${LOAD_RSS} KiB ($(wc -l <"$WORK/rss-b1.txt") samples)"
 
-row B1 "GET /products/all, cached, 64 conns" "$WORK/b1-api.wrk" "$WORK/b1-nginx.wrk" nginx 0.7 10
+row B1 "GET /products/all, cached (in-process), 64 conns" "$WORK/b1-api.wrk" "$WORK/b1-nginx.wrk" nginx 0.8 5
 rss_row "RSS idle (3 s after start)" "$IDLE_RSS" 64
 rss_row "RSS max under B1 load (1 s samples)" "$LOAD_RSS" 150
+
+# B1 in the production configuration: REDIS_URL set (in-process tier in front of Redis, kept
+# coherent by Redis' invalidation broadcasts), nginx measured again right before it.
+BENCH_REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+if redis-cli -u "$BENCH_REDIS_URL" PING >/dev/null 2>&1; then
+  DEFAULT_API=("$API_PID" "$API_URL" "$SF_KEY")
+  start_api redis REDIS_URL="$BENCH_REDIS_URL" PLAMATIO_CACHE_PREFIX="bench-$$:"
+  curl -sf -H "Authorization: Bearer $SF_KEY" "$API_URL/products/all" | cmp -s - "$WORK/www/products-all.json" ||
+    die "the API with Redis does not answer the same bytes"
+  nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  wait_http "http://127.0.0.1:$NGINX_PORT/products/all" || die "nginx did not start again"
+  run_wrk b1-nginx-redis 64 "http://127.0.0.1:$NGINX_PORT/products/all" -s "$BENCH_LUA_DIR/report.lua" \
+    -H "Authorization: Bearer $SF_KEY"
+  stop_pid "$NGINX_PID"
+  run_wrk b1-api-redis 64 "$API_URL/products/all" -s "$BENCH_LUA_DIR/report.lua" -H "Authorization: Bearer $SF_KEY"
+  row B1 "GET /products/all, cached (REDIS_URL set), 64 conns" "$WORK/b1-api-redis.wrk" \
+    "$WORK/b1-nginx-redis.wrk" nginx 0.8 5
+  stop_pid "$API_PID"
+  API_PID=${DEFAULT_API[0]} API_URL=${DEFAULT_API[1]} SF_KEY=${DEFAULT_API[2]}
+else
+  log "no Redis at $BENCH_REDIS_URL: B1 with REDIS_URL is skipped"
+  echo "| B1 | GET /products/all, cached (REDIS_URL set) | — | — | — | — | — | ≥ 0.8×, p99 < 5 ms | NOT RUN (no Redis at $BENCH_REDIS_URL) |" >>"$TABLE"
+fi
+
+if [ "${BENCH_ONLY:-}" = B1 ]; then
+  {
+    cat "$WORK/header.md"
+    cat "$TABLE"
+    echo
+    echo "BENCH_ONLY=B1: B2, B3 and the event benchmarks were not run."
+    echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  } >"$OUT"
+  echo
+  cat "$OUT"
+  exit 0
+fi
 
 # B3: checkout vs pgbench running the same statements
 psql -q -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<'EOF'
@@ -327,11 +366,12 @@ stop_pid "$API_PID"
 
 # ---------------------------------------------------------------------------------------------
 # B2: every request reaches PostgreSQL. The API has no "cache off" switch: it runs with REDIS_URL
-# on a port nobody listens on, so every look-up fails at once (connection refused), counts as a miss
-# and Redis is bypassed for 1 s after each failure; /metrics is checked afterwards for 0 hits.
+# on a port nobody listens on and no in-process tier (PLAMATIO_MEMORY_CACHE_MIB=0), so every look-up
+# fails at once (connection refused), counts as a miss and Redis is bypassed for 1 s after each
+# failure; /metrics is checked afterwards for 0 hits.
 
 DEAD_PORT=$(free_port $((API_PORT + 100)))
-start_api nocache REDIS_URL="redis://127.0.0.1:$DEAD_PORT" REDIS_TIMEOUT_MS=50
+start_api nocache REDIS_URL="redis://127.0.0.1:$DEAD_PORT" REDIS_TIMEOUT_MS=50 PLAMATIO_MEMORY_CACHE_MIB=0
 if [ "$HAVE_POSTGREST" = 1 ]; then
   PEER_B2=PostgREST
   psql -q -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<EOF

@@ -150,10 +150,14 @@ pub async fn build_state(config: &ServeConfig) -> anyhow::Result<AppState> {
         .context("reading the store id (apply the migrations: `plamatio-api migrate`)")?;
     let namespace = cache::namespace(&config.cache_prefix, store_id);
     let cache = match &config.redis_url {
-        Some(url) if !url.trim().is_empty() => {
-            Cache::redis(url, &namespace, config.redis_timeout(), metrics.clone())
-                .context("configuring the Redis cache")?
-        }
+        Some(url) if !url.trim().is_empty() => Cache::redis_with_memory_tier(
+            url,
+            &namespace,
+            config.redis_timeout(),
+            config.memory_cache_mib * 1024 * 1024,
+            metrics.clone(),
+        )
+        .context("configuring the Redis cache")?,
         _ => Cache::memory(
             config.memory_cache_mib * 1024 * 1024,
             &namespace,

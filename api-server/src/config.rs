@@ -128,7 +128,8 @@ pub struct ServeConfig {
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 200)]
     pub redis_timeout_ms: u64,
 
-    /// Size bound of the in-process cache, in MiB.
+    /// Size bound of the in-process cache, in MiB: the cache itself without Redis, the tier in front
+    /// of Redis with it (0 = no in-process tier; every read goes to Redis).
     #[arg(long, env = "PLAMATIO_MEMORY_CACHE_MIB", default_value_t = 64)]
     pub memory_cache_mib: u64,
 

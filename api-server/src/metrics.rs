@@ -36,6 +36,8 @@ pub struct MetricFamilies {
     pub cache_lookups: IntCounterVec,
     /// Failed cache operations by keyspace and operation (`get`, `put`, `invalidate`).
     pub cache_errors: IntCounterVec,
+    /// 1 while the in-process cache tier in front of Redis follows Redis' invalidation broadcasts.
+    pub cache_tracking: IntGauge,
     /// Outbox rows not yet published.
     pub outbox_pending: IntGauge,
     /// Age of the oldest unpublished outbox row, in seconds (0 without a relay).
@@ -145,6 +147,13 @@ impl Metrics {
                         "Failed cache operations by keyspace and operation",
                     ),
                     &["keyspace", "operation"],
+                )?,
+            )?,
+            cache_tracking: register(
+                r,
+                IntGauge::new(
+                    "cache_tracking",
+                    "1 while the in-process cache tier in front of Redis follows its invalidations",
                 )?,
             )?,
             outbox_pending: register(

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::cache::CachedBody;
 use crate::error::ApiError;
 use crate::http::extract::JsonBytes;
 
@@ -39,7 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/openapi.json", tag = "core",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 async fn openapi_json() -> Result<JsonBytes, ApiError> {
-    static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+    static DOCUMENT: OnceLock<CachedBody> = OnceLock::new();
     if let Some(document) = DOCUMENT.get() {
         return Ok(JsonBytes(document.clone()));
     }
@@ -47,7 +48,9 @@ async fn openapi_json() -> Result<JsonBytes, ApiError> {
         .to_json()
         .map_err(ApiError::internal)?;
     Ok(JsonBytes(
-        DOCUMENT.get_or_init(|| Bytes::from(json)).clone(),
+        DOCUMENT
+            .get_or_init(|| CachedBody::new(Bytes::from(json)))
+            .clone(),
     ))
 }
 

@@ -22,8 +22,11 @@ async fn second_read_is_served_from_redis() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let stored: serde_json::Value =
-        serde_json::from_slice(&stored.expect("cached in Redis")).unwrap();
+    // the value is the entity tag the answer carries, then the body
+    let stored = stored.expect("cached in Redis");
+    let etag = first.header("etag").expect("an ETag");
+    assert_eq!(&stored[..etag.len()], etag.as_bytes());
+    let stored: serde_json::Value = serde_json::from_slice(&stored[etag.len()..]).unwrap();
     assert_eq!(stored, first.body);
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)

@@ -201,6 +201,54 @@ async fn a_token_acts_for_its_subject_and_nobody_else() {
 }
 
 #[tokio::test]
+async fn the_owners_etag_gets_a_non_owner_404_not_304() {
+    let jwks = Jwks::default();
+    let key = generate("rsa-1", Algorithm::RS256);
+    jwks.publish(&key);
+    let app = app_with(UserAuthMode::Optional, &jwks.serve().await).await;
+    let token_a = token_for(&key, "user_a");
+    let token_b = token_for(&key, "user_b");
+    let auth = format!("Bearer {}", app.storefront_key);
+    for path in [
+        "/orders/get/2",
+        "/orders/detailed/get/2",
+        "/cart/get/2",
+        "/cart/all/user_b",
+        "/users/get/user_b",
+        "/users/addresses/get/2",
+    ] {
+        let own = app
+            .as_shopper(Some(&token_b), Method::GET, path, None)
+            .await;
+        assert_eq!(own.status, 200, "{path}: {}", own.body);
+        let etag = own.header("etag").expect("an ETag").to_owned();
+        let revalidated = app
+            .send(
+                Method::GET,
+                path,
+                Some(&auth),
+                None,
+                &[("x-user-token", &token_b), ("if-none-match", &etag)],
+            )
+            .await;
+        assert_eq!(revalidated.status, 304, "{path}: the owner revalidates");
+        // the owner's tag, sent with another user's token, confirms nothing
+        let other = app
+            .send(
+                Method::GET,
+                path,
+                Some(&auth),
+                None,
+                &[("x-user-token", &token_a), ("if-none-match", &etag)],
+            )
+            .await;
+        assert_eq!(other.status, 404, "{path}: {}", other.body);
+        assert_eq!(other.body["code"], "not_found", "{path}");
+        assert_eq!(other.header("etag"), None, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn the_user_lifecycle_routes_are_bound_too() {
     let jwks = Jwks::default();
     let key = generate("ec-1", Algorithm::ES256);

@@ -36,7 +36,7 @@ pub fn product(id: i64) -> CacheKey {
 }
 
 pub fn all_products() -> CacheKey {
-    CacheKey::new("products-cache", "all", PRODUCT_TTL)
+    CacheKey::fixed("products-cache/all", PRODUCT_TTL)
 }
 
 pub fn products_of_category(category_id: i64) -> CacheKey {
@@ -56,7 +56,7 @@ pub fn products_of_sub_category(sub_category_id: i64) -> CacheKey {
 }
 
 pub fn hero_products() -> CacheKey {
-    CacheKey::new("hero-products-cache", "all", PRODUCT_TTL)
+    CacheKey::fixed("hero-products-cache/all", PRODUCT_TTL)
 }
 
 pub fn hero_products_of_category(category_id: i64) -> CacheKey {
@@ -74,7 +74,7 @@ pub fn category(id: i64) -> CacheKey {
 }
 
 pub fn all_categories() -> CacheKey {
-    CacheKey::new("categories-cache", "all", DEFAULT_TTL)
+    CacheKey::fixed("categories-cache/all", DEFAULT_TTL)
 }
 
 pub fn sub_category(id: i64) -> CacheKey {
@@ -82,7 +82,7 @@ pub fn sub_category(id: i64) -> CacheKey {
 }
 
 pub fn all_sub_categories() -> CacheKey {
-    CacheKey::new("subcategories-cache", "all", DEFAULT_TTL)
+    CacheKey::fixed("subcategories-cache/all", DEFAULT_TTL)
 }
 
 pub fn sub_categories_of(category_id: i64) -> CacheKey {
@@ -136,7 +136,7 @@ pub fn user(id: &str) -> CacheKey {
 }
 
 pub fn all_users() -> CacheKey {
-    CacheKey::new("users-cache", "all", DEFAULT_TTL)
+    CacheKey::fixed("users-cache/all", DEFAULT_TTL)
 }
 
 pub fn address(id: i64) -> CacheKey {

@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by the domains: the JSON body and path extractors that turn every rejection
-//! into an [`ApiError`], and the response type for pre-serialized (cached) JSON bodies.
+//! into an [`ApiError`], and the response type for pre-serialized (cached) JSON bodies with their
+//! entity tag.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -8,6 +9,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use crate::cache::CachedBody;
 use crate::error::ApiError;
 
 /// A JSON request body. A body without `Content-Type` is read as JSON; another media type is 415.
@@ -120,18 +122,24 @@ where
     }
 }
 
-/// A JSON body that is already serialized (e.g. taken from the cache).
+/// A JSON body that is already serialized (e.g. taken from the cache), answered with its strong
+/// `ETag`; `If-None-Match` is evaluated by the edge (see [`crate::http::layers`]) once the handler
+/// has answered 200, i.e. after every authorization check.
 #[derive(Debug, Clone)]
-pub struct JsonBytes(pub Bytes);
+pub struct JsonBytes(pub CachedBody);
 
 impl IntoResponse for JsonBytes {
     fn into_response(self) -> Response {
+        let (body, etag) = self.0.into_parts();
         (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            self.0,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::ETAG, etag),
+            ],
+            body,
         )
             .into_response()
     }

@@ -1,6 +1,15 @@
 //! The tower/tower-http layers around the router: request ids, tracing spans, CORS, compression,
-//! timeouts, body limits, panic catching, and the layer that gives every error the JSON shape of the
-//! contract (including the ones produced outside handlers: 404 routes, 405, 413, 504).
+//! HTTP caching (`Cache-Control` per route, `If-None-Match` → 304), timeouts, body limits, panic
+//! catching, and the layer that gives every error the JSON shape of the contract (including the
+//! ones produced outside handlers: 404 routes, 405, 413, 504).
+//!
+//! HTTP caching: a cached read answers with the strong `ETag` stored with its cache entry. A
+//! request whose `If-None-Match` names it gets 304 without a body, decided on the handler's 200,
+//! so only after authentication and ownership checks passed: a caller who may not read an entity
+//! gets its 403/404, never a 304 that would confirm it exists. A compressed answer carries the tag
+//! with the encoding appended (`"…-gzip"`), as its bytes differ. Catalog reads may be kept by any
+//! cache for [`CATALOG_MAX_AGE_SECONDS`]; a shopper's data is `private, no-cache` (never kept by
+//! a shared cache, revalidated by the browser on every use); everything else is `no-store`.
 //!
 //! CORS decides which web pages may read the API's answers with a shopper's browser. Only the listed
 //! origins are allowed; a `*` pattern on a shared hosting domain must be pinned to the owner's suffix
@@ -8,9 +17,12 @@
 //! this machine (`http://localhost:…`) and credentialed requests are allowed only when configured.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -232,12 +244,80 @@ fn route_of<B>(request: &axum::http::Request<B>) -> &str {
         .unwrap_or("unmatched")
 }
 
+/// Names derived from one route template, made once per route: the metric label
+/// (`/products/get/:id`) and the span name per method (`GET /products/get/{id}`), so a request
+/// formats none of them.
+struct RouteName {
+    label: Box<str>,
+    span_names: Vec<(Method, Box<str>)>,
+}
+
+impl RouteName {
+    fn new(template: &str) -> RouteName {
+        let span_names = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ]
+        .into_iter()
+        .map(|method| {
+            let name = format!("{method} {template}").into_boxed_str();
+            (method, name)
+        })
+        .collect();
+        RouteName {
+            label: route_label(template).into_owned().into_boxed_str(),
+            span_names,
+        }
+    }
+
+    fn span_name(&self, method: &Method) -> Option<&str> {
+        self.span_names
+            .iter()
+            .find(|(known, _)| known == method)
+            .map(|(_, name)| &**name)
+    }
+}
+
+/// The [`RouteName`]s met so far, keyed by route template (a bounded set: only templates of the
+/// router and `unmatched` are ever looked up).
+#[derive(Clone, Default)]
+pub struct RouteNames(Arc<RwLock<HashMap<Box<str>, Arc<RouteName>>>>);
+
+impl RouteNames {
+    fn of(&self, template: &str) -> Arc<RouteName> {
+        if let Ok(names) = self.0.read()
+            && let Some(name) = names.get(template)
+        {
+            return Arc::clone(name);
+        }
+        let name = Arc::new(RouteName::new(template));
+        match self.0.write() {
+            Ok(mut names) => Arc::clone(names.entry(template.into()).or_insert(name)),
+            Err(_) => name,
+        }
+    }
+}
+
 /// The server span of a request: named by the route template (never the raw path), with the
 /// request id, the caller's scope (never the key) and, once answered, the status; a client's
 /// `traceparent` becomes its parent.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+fn request_span(names: &RouteNames, request: &axum::http::Request<Body>) -> tracing::Span {
     let route = route_of(request);
-    let method = request.method().as_str();
+    let method = request.method();
+    let route_name = names.of(route);
+    let formatted;
+    let span_name = match route_name.span_name(method) {
+        Some(name) => name,
+        None => {
+            formatted = format!("{method} {route}");
+            formatted.as_str()
+        }
+    };
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -245,10 +325,10 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{method} {route}"),
+        otel.name = span_name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = method,
+        http.request.method = method.as_str(),
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         request_id,
@@ -291,25 +371,139 @@ pub fn route_label(template: &str) -> Cow<'_, str> {
     )
 }
 
+/// What the request metrics layer needs: the metric families and the per-route label cache.
+#[derive(Clone)]
+struct HttpMetrics {
+    metrics: Metrics,
+    names: RouteNames,
+}
+
 /// Counts requests by route template, method and status, times them, and tracks those in flight.
-async fn http_metrics(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+async fn http_metrics(State(state): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let template = request.extensions().get::<MatchedPath>().cloned();
+    let route_name = state.names.of(route_of(&request));
+    let metrics = &state.metrics;
     metrics.http_in_flight.inc();
     let response = next.run(request).await;
     metrics.http_in_flight.dec();
-    let route = route_label(template.as_ref().map_or("unmatched", MatchedPath::as_str));
+    let route = &*route_name.label;
     let status = response.status();
     metrics
         .http_requests
-        .with_label_values(&[&*route, method.as_str(), status.as_str()])
+        .with_label_values(&[route, method.as_str(), status.as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[&*route, method.as_str()])
+        .with_label_values(&[route, method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// How long browsers and shared caches may keep a catalog read (products, categories).
+pub const CATALOG_MAX_AGE_SECONDS: u32 = 30;
+
+/// The `Cache-Control` of a successful read of `route` (a route template; `None`: no route).
+pub fn read_cache_control(route: Option<&str>) -> HeaderValue {
+    let Some(route) = route else {
+        return HeaderValue::from_static("no-store");
+    };
+    let first_segment = route.trim_start_matches('/').split('/').next();
+    match first_segment {
+        Some("products" | "categories") => HeaderValue::from_static("public, max-age=30"),
+        Some("cart" | "orders" | "users") => HeaderValue::from_static("private, no-cache"),
+        Some("openapi.json") => HeaderValue::from_static("no-cache"),
+        _ => HeaderValue::from_static("no-store"),
+    }
+}
+
+/// Encodings the compression layer may apply (their tags are `"<tag>-<encoding>"`).
+const TAGGED_ENCODINGS: [&str; 2] = ["gzip", "br"];
+
+/// The entity tag of `If-None-Match` that names `etag` (weak comparison, as RFC 9110 asks for this
+/// header): `etag` itself, a compressed variant of it, or `*`. Returns the tag to answer with.
+fn matching_tag(if_none_match: &[u8], etag: &HeaderValue) -> Option<HeaderValue> {
+    let condition = std::str::from_utf8(if_none_match).ok()?;
+    let etag = etag.to_str().ok()?;
+    let opaque = etag.strip_suffix('"')?;
+    for candidate in condition.split(',') {
+        let candidate = candidate.trim();
+        if candidate == "*" {
+            return HeaderValue::from_str(etag).ok();
+        }
+        let candidate = candidate.strip_prefix("W/").unwrap_or(candidate);
+        if candidate == etag {
+            return HeaderValue::from_str(etag).ok();
+        }
+        let encoding = candidate
+            .strip_prefix(opaque)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix('"'));
+        if encoding.is_some_and(|encoding| TAGGED_ENCODINGS.contains(&encoding)) {
+            return HeaderValue::from_str(candidate).ok();
+        }
+    }
+    None
+}
+
+/// `Cache-Control` for every answer, its own tag for a compressed answer (`"<tag>-<encoding>"`), and
+/// 304 for a successful read whose tag the client holds. Runs outside the compression layer (one
+/// layer instead of two on every request; a 304 drops the body before anything was compressed).
+async fn http_caching(request: Request, next: Next) -> Response {
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let if_none_match = if is_read {
+        request.headers().get(header::IF_NONE_MATCH).cloned()
+    } else {
+        None
+    };
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let cache_control = if is_read && status.is_success() {
+        read_cache_control(route.as_ref().map(MatchedPath::as_str))
+    } else {
+        HeaderValue::from_static("no-store")
+    };
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(cache_control);
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+        && let Some(variant) = headers
+            .get(header::ETAG)
+            .and_then(|etag| etag.to_str().ok())
+            .and_then(|etag| etag.strip_suffix('"'))
+            .zip(encoding.to_str().ok())
+            .and_then(|(opaque, encoding)| {
+                HeaderValue::from_str(&format!("{opaque}-{encoding}\"")).ok()
+            })
+    {
+        headers.insert(header::ETAG, variant);
+    }
+    let Some(condition) = if_none_match else {
+        return response;
+    };
+    if status != StatusCode::OK {
+        return response;
+    }
+    let Some(matched) = response
+        .headers()
+        .get(header::ETAG)
+        .and_then(|etag| matching_tag(condition.as_bytes(), etag))
+    else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.status = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+    ] {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(header::ETAG, matched);
+    Response::from_parts(parts, Body::empty())
 }
 
 /// The answer for paths no route matches.
@@ -320,8 +514,15 @@ pub async fn endpoint_not_found() -> ApiError {
 /// Wraps the router in every edge layer, outermost first. With `metrics`, requests are counted and
 /// timed.
 pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Router {
+    let names = RouteNames::default();
     let router = match metrics {
-        Some(metrics) => router.layer(middleware::from_fn_with_state(metrics, http_metrics)),
+        Some(metrics) => router.layer(middleware::from_fn_with_state(
+            HttpMetrics {
+                metrics,
+                names: names.clone(),
+            },
+            http_metrics,
+        )),
         None => router,
     };
     router.layer(
@@ -331,12 +532,15 @@ pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Ro
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(request_span)
+                    .make_span_with(move |request: &axum::http::Request<Body>| {
+                        request_span(&names, request)
+                    })
                     .on_response(record_status)
                     // errors are logged once, where they happen, with their cause chain
                     .on_failure(()),
             )
             .layer(cors_layer(config))
+            .layer(middleware::from_fn(http_caching))
             .layer(CompressionLayer::new())
             .layer(middleware::from_fn(json_error_bodies))
             .layer(middleware::from_fn(keep_client_traceparent))
@@ -421,6 +625,19 @@ mod tests {
     }
 
     #[test]
+    fn route_names_are_made_once_per_route() {
+        let names = RouteNames::default();
+        let first = names.of("/products/get/{id}");
+        assert!(Arc::ptr_eq(&first, &names.of("/products/get/{id}")));
+        assert_eq!(&*first.label, "/products/get/:id");
+        assert_eq!(
+            first.span_name(&Method::GET),
+            Some("GET /products/get/{id}")
+        );
+        assert_eq!(first.span_name(&Method::TRACE), None);
+    }
+
+    #[test]
     fn route_labels_use_colon_parameters() {
         assert_eq!(route_label("/products/get/{id}"), "/products/get/:id");
         assert_eq!(
@@ -428,6 +645,52 @@ mod tests {
             "/cart/delete/:id/user/:user_id"
         );
         assert_eq!(route_label("unmatched"), "unmatched");
+    }
+
+    #[test]
+    fn if_none_match_names_the_tag_or_a_compressed_variant() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let matched = |condition: &str| {
+            matching_tag(condition.as_bytes(), &etag).map(|tag| tag.to_str().unwrap().to_owned())
+        };
+        assert_eq!(matched("\"abc\"").as_deref(), Some("\"abc\""));
+        assert_eq!(matched("W/\"abc\"").as_deref(), Some("\"abc\""));
+        assert_eq!(
+            matched("\"x\", \"abc-gzip\"").as_deref(),
+            Some("\"abc-gzip\"")
+        );
+        assert_eq!(matched("*").as_deref(), Some("\"abc\""));
+        assert_eq!(matched("\"abc-zip\""), None);
+        assert_eq!(matched("\"abcd\""), None);
+        assert_eq!(matched("\"ab\""), None);
+    }
+
+    #[test]
+    fn catalog_reads_are_public_and_shopper_data_private() {
+        assert_eq!(
+            read_cache_control(Some("/products/get/{id}")),
+            format!("public, max-age={CATALOG_MAX_AGE_SECONDS}").as_str()
+        );
+        assert_eq!(
+            read_cache_control(Some("/categories/all")),
+            "public, max-age=30"
+        );
+        for route in ["/cart/all/{user_id}", "/orders/get/{id}", "/users/get/{id}"] {
+            assert_eq!(
+                read_cache_control(Some(route)),
+                "private, no-cache",
+                "{route}"
+            );
+        }
+        for route in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/events/stream/{user_id}",
+        ] {
+            assert_eq!(read_cache_control(Some(route)), "no-store", "{route}");
+        }
+        assert_eq!(read_cache_control(None), "no-store");
     }
 
     #[test]

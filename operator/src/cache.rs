@@ -4,15 +4,16 @@
 //! unchanged store makes no list call (B5 at 500 stores: listing 10 kinds per reconcile made the
 //! resync slower than the first apply).
 //!
-//! The caches hold what a reconcile reads and nothing more: Deployments whole (status for
-//! readiness, `managedFields` for the replica handover), Jobs without `managedFields`, every other
-//! kind as metadata only (the applied-hash annotation, owner references, resourceVersion) —
+//! The caches hold what a reconcile reads and nothing more: Deployments with their spec and status
+//! and, of `managedFields`, only who owns `spec.replicas` (the replica handover), Jobs without
+//! `managedFields`, every other kind as metadata only (the applied-hash annotation, owner references, resourceVersion) —
 //! a dashboard ConfigMap is tens of KiB of JSON that no reconcile reads back.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -142,6 +143,28 @@ impl ChildCache {
     }
 }
 
+/// A Deployment's `managedFields` reduced to what the replica handover reads: the entries that own
+/// `spec.replicas`, each with only that field (a full entry lists every field its manager set).
+fn keep_replica_owners(object: &mut DynamicObject) {
+    let Some(entries) = object.meta_mut().managed_fields.take() else {
+        return;
+    };
+    let owners: Vec<_> = entries
+        .into_iter()
+        .filter(|entry| {
+            entry
+                .fields_v1
+                .as_ref()
+                .is_some_and(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .map(|mut entry| {
+            entry.fields_v1 = Some(FieldsV1(serde_json::json!({"f:spec": {"f:replicas": {}}})));
+            entry
+        })
+        .collect();
+    object.meta_mut().managed_fields = Some(owners);
+}
+
 fn is_child_of(object: &DynamicObject, namespace: &str, store_name: &str) -> bool {
     let labels = object.labels();
     object.namespace().as_deref() == Some(namespace)
@@ -152,7 +175,7 @@ fn is_child_of(object: &DynamicObject, namespace: &str, store_name: &str) -> boo
 /// What the cache keeps of a child: see the module documentation.
 pub fn cached_form(kind: ChildKind, object: &mut DynamicObject) {
     match kind {
-        ChildKind::Deployment => {}
+        ChildKind::Deployment => keep_replica_owners(object),
         // A Job is read back typed (its status), and a typed Job needs its template.
         ChildKind::Job => object.meta_mut().managed_fields = None,
         _ => {

@@ -1737,10 +1737,19 @@ async fn the_caches_keep_what_a_reconcile_reads_and_no_more() {
         .children
         .cached(NAMESPACE, ChildKind::Deployment, "shop-api")
         .expect("Deployment cached");
-    assert!(
-        deployment.metadata.managed_fields.is_some(),
-        "the replica handover reads the Deployment's managedFields"
-    );
+    let owners = deployment
+        .metadata
+        .managed_fields
+        .clone()
+        .expect("the replica handover reads who owns spec.replicas");
+    assert!(!owners.is_empty());
+    for entry in owners {
+        assert_eq!(
+            entry.fields_v1.map(|fields| fields.0),
+            Some(json!({"f:spec": {"f:replicas": {}}})),
+            "only spec.replicas is kept of each owner's fields"
+        );
+    }
     assert!(deployment.data.get("spec").is_some());
 }
 

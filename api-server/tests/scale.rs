@@ -60,6 +60,16 @@ async fn description_token(app: &TestApp, n: u32) -> String {
 async fn search_for_a_rare_word_uses_the_trigram_indexes_at_100k_products() {
     let app = TestApp::new().await;
     load_generated_catalog(&app, 100_000).await;
+    // No GIN pending list: every search would read it in full until a VACUUM merged it.
+    let pending_lists: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relname IN \
+         ('products_name_trgm_idx', 'products_description_trgm_idx') \
+         AND 'fastupdate=off' = ANY(reloptions)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the indexes' options");
+    assert_eq!(pending_lists, 2, "both trigram indexes have fastupdate off");
     let token = description_token(&app, 77_777).await;
     let pattern = products_model::like_pattern(&token);
 

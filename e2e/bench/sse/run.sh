@@ -72,7 +72,7 @@ per_stream=$(awk -v a="$rss_open" -v b="$rss_before" -v n="$streams" 'BEGIN { pr
 log "$streams idle streams (gauge: $subscribers): RSS ${rss_open} KiB (${per_stream} KiB/stream), idle CPU ${cpu_open} %"
 
 log "pgbench: $rate events/s for $seconds s to random streaming users"
-pgbench -n -c 4 -j 2 -R "$rate" -T "$seconds" -D streams="$streams" -f "$here/event.sql" \
+pgbench -n -c 16 -j 2 -R "$rate" -T "$seconds" -D streams="$streams" -f "$here/event.sql" \
   "$server/$database" >"$workdir/pgbench.out" 2>&1 || { tail -5 "$workdir/pgbench.out" >&2; exit 1; }
 sent_rate=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$workdir/pgbench.out" | head -n1)
 sleep 2

@@ -200,13 +200,10 @@ impl TestApp {
             CacheKind::Memory => Cache::memory(16 * 1024 * 1024, &cache_prefix, metrics.clone()),
             // Generous: the tests assert what reaches Redis, and a loaded CI machine (load 10+
             // on 2 cores was seen) can take longer than a production timeout to answer a SET.
-            CacheKind::Redis(url) => Cache::redis(
-                &url,
-                &cache_prefix,
-                Duration::from_secs(2),
-                metrics.clone(),
-            )
-            .expect("redis url parses"),
+            CacheKind::Redis(url) => {
+                Cache::redis(&url, &cache_prefix, Duration::from_secs(2), metrics.clone())
+                    .expect("redis url parses")
+            }
         };
         let storefront_key = generate_key();
         let admin_key = generate_key();

@@ -8,7 +8,10 @@
 #   4. runs the storefront flow through a port-forward to the store's Service: core/info,
 #      products/all, users/get (404) -> users/add, users/addresses/add, cart/add,
 #      orders/detailed/add, orders/detailed/all;
-#   5. uninstalls (unless KEEP=1).
+#   5. runs the operator scenarios of e2e/cluster/scenarios.sh (drift repair, an apply failure shown on
+#      the store, the autoscaling handover, lost leadership, namespace deletion with topic cleanup, the
+#      namespace-scoped install; SCENARIOS=0 skips them): the release gate for operator changes;
+#   6. uninstalls (unless KEEP=1).
 #
 #   kind create cluster --name plamatio && bash e2e/cluster/run.sh
 #   k3d cluster create plamatio && bash e2e/cluster/run.sh
@@ -25,6 +28,7 @@
 #   STORE           name of the sample store (default shop)
 #   TIMEOUT         seconds to wait for the install and for Ready (default 600)
 #   LOCAL_PORT      local end of the port-forward (default 18080)
+#   SCENARIOS=0     only the install and the storefront flow, not the operator scenarios
 #   KEEP=1          leave everything installed afterwards
 # Needs: kubectl, helm (bash charts/ci.sh installs one under /var/tmp/plamatio-tools/bin), curl,
 # python3, and docker (plus kind or k3d for those clusters) unless both images are given.
@@ -106,7 +110,7 @@ cleanup() {
     # The store goes first, while the operator still runs (no finalizer with deletionPolicy Retain).
     kubectl -n "$NAMESPACE" delete pstore --all --ignore-not-found --timeout=120s || true
     helm uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 300s || true
-    kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=false || true
+    kubectl delete namespace "$NAMESPACE" "$NAMESPACE-scn" --ignore-not-found --wait=false || true
   else
     log "KEEP=1: release $RELEASE left in namespace $NAMESPACE"
   fi
@@ -196,3 +200,8 @@ orders=$(call GET "/orders/detailed/all/$user_id" 200)
 rm -f "$body_file"
 
 log "e2e passed: order $order_id of user $user_id through store $STORE"
+
+if [ "${SCENARIOS:-1}" = "1" ]; then
+  # shellcheck source=e2e/cluster/scenarios.sh
+  source e2e/cluster/scenarios.sh
+fi

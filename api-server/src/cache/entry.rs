@@ -1,14 +1,12 @@
-//! A cached response body and its strong entity tag, computed once when the entry is made and
-//! stored with it (in Redis as a 34-byte prefix of the value), so a hit costs no hashing.
+//! A cached response body and its strong entity tag, computed once when the entry is made (or read
+//! from Redis into the in-process tier) and kept beside it, so an in-process hit costs no hashing.
+//! Redis holds the body alone (see [`CachedBody::stored`]).
 
 use std::ops::Deref;
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-
-/// Length of a stored tag: `"` + 32 hex digits (128 bits of SHA-256) + `"`.
-const TAG_LEN: usize = 34;
 
 /// A serialized JSON body with its `ETag` (cheap to clone: both share their bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,32 +39,17 @@ impl CachedBody {
         (self.body, self.etag)
     }
 
-    /// The value kept in Redis: the tag, then the body.
-    pub(crate) fn to_stored(&self) -> Vec<u8> {
-        let mut stored = Vec::with_capacity(TAG_LEN + self.body.len());
-        stored.extend_from_slice(self.etag.as_bytes());
-        stored.extend_from_slice(&self.body);
-        stored
+    /// The value kept in Redis: the body alone, as every earlier version stored it. Replicas of
+    /// two versions share Redis during a rolling upgrade, so the stored format never changes: an
+    /// older replica serves what a newer one stored byte for byte, and the reverse.
+    pub(crate) fn stored(&self) -> &[u8] {
+        &self.body
     }
 
-    /// Reads a Redis value; a value without a tag prefix (written by an older version) is tagged
-    /// now.
+    /// Reads a Redis value, tagging it. With the in-process tier (the default) this runs once per
+    /// entry and replica, when the entry is first read from Redis; hits in process cost no hashing.
     pub(crate) fn from_stored(stored: Vec<u8>) -> CachedBody {
-        let tagged = stored.len() >= TAG_LEN
-            && stored[0] == b'"'
-            && stored[TAG_LEN - 1] == b'"'
-            && stored[1..TAG_LEN - 1]
-                .iter()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
-        let mut all = Bytes::from(stored);
-        if !tagged {
-            return CachedBody::new(all);
-        }
-        let body = all.split_off(TAG_LEN);
-        match HeaderValue::from_maybe_shared(all) {
-            Ok(etag) => CachedBody { body, etag },
-            Err(_) => CachedBody::new(body),
-        }
+        CachedBody::new(Bytes::from(stored))
     }
 }
 
@@ -89,18 +72,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_values_round_trip_with_their_tag() {
+    fn redis_holds_the_body_alone_and_reading_it_back_gives_the_same_tag() {
         let entry = CachedBody::new(Bytes::from_static(br#"{"data":[]}"#));
-        assert_eq!(entry.etag().len(), TAG_LEN);
-        let read = CachedBody::from_stored(entry.to_stored());
-        assert_eq!(read, entry);
-    }
-
-    #[test]
-    fn untagged_values_are_tagged_on_read() {
-        let read = CachedBody::from_stored(br#"{"id":7}"#.to_vec());
-        assert_eq!(read.body().as_ref(), br#"{"id":7}"#);
-        assert_eq!(read, CachedBody::new(Bytes::from_static(br#"{"id":7}"#)));
+        assert_eq!(entry.stored(), br#"{"data":[]}"#);
+        assert_eq!(entry.etag().len(), 34, "quoted 32 hex digits");
+        assert_eq!(CachedBody::from_stored(entry.stored().to_vec()), entry);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! invalidation of its key arrived while it was read (per-key epochs), so a late invalidation can
 //! never be overtaken by the value it invalidates.
 //!
-//! Every entry carries its strong `ETag`, computed once when the entry is made and stored with it
-//! ([`CachedBody`]).
+//! Every entry carries its strong `ETag` ([`CachedBody`]), computed once when the entry is made or
+//! read from Redis into the in-process tier. Redis values are the bare JSON bodies, the format every
+//! version has used, so replicas of two versions can share Redis during a rolling upgrade.
 //!
 //! Values are the serialized JSON response bodies, so a hit is answered without touching the
 //! database or the serializer. The cache is an optimisation only: every failure is logged, counted in
@@ -568,7 +569,7 @@ impl Cache {
         if let Some(redis) = &self.inner.redis {
             let command = redis::cmd("SET")
                 .arg(self.full_name(key))
-                .arg(value.to_stored())
+                .arg(value.stored())
                 .arg("EX")
                 .arg(self.ttl_of(key).as_secs().max(1))
                 .clone();

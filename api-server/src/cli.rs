@@ -90,6 +90,7 @@ pub fn edge_config(config: &ServeConfig) -> EdgeConfig {
         cors_localhost: config.cors_allow_localhost,
         request_timeout: config.request_timeout(),
         http_metrics: config.observability,
+        trace_sampling: telemetry::request_sampling(),
     }
 }
 

@@ -2,8 +2,14 @@
 //! log shippers, each line with the request id and trace id of its request), OpenTelemetry traces
 //! exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (batching, bounded queue, never
 //! blocking a request), and W3C `traceparent` propagation in and out.
+//!
+//! Which requests are traced follows the standard `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`
+//! ([`Sampler`]), decided once per request at the edge ([`RequestSampling`]): a request left out
+//! runs under a subscriber without the OpenTelemetry layer, so it costs what a request costs with no
+//! exporter (building and exporting spans costs far more than serving a cached read).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -50,7 +56,10 @@ pub fn tracer_provider(
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name("plamatio-api");
     }
-    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    // Requests are sampled at the edge (`RequestSampling`); what reaches the SDK is recorded.
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn);
     if let Some(endpoint) = endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -141,9 +150,127 @@ pub fn init(format: LogFormat, tracing: bool) -> Telemetry {
     }
     if let (Some(provider), Some(endpoint)) = (&provider, &endpoint) {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        tracing::info!(endpoint, "exporting traces over OTLP");
+        let sampler = Sampler::from_env();
+        let untraced = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(env_filter())
+                .with(layers(format, std::io::stdout, None)),
+        );
+        let _ = REQUEST_SAMPLING.set(RequestSampling::new(sampler, untraced));
+        tracing::info!(endpoint, ?sampler, "exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// The request sampling `init` set up (only when traces are exported).
+static REQUEST_SAMPLING: OnceLock<RequestSampling> = OnceLock::new();
+
+/// How `serve` samples requests: `None` when no traces are exported (nothing to decide).
+pub fn request_sampling() -> Option<RequestSampling> {
+    REQUEST_SAMPLING.get().cloned()
+}
+
+/// Which requests are traced, from the OpenTelemetry environment: `OTEL_TRACES_SAMPLER` is one of
+/// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on` (the default),
+/// `parentbased_always_off`, `parentbased_traceidratio`; `OTEL_TRACES_SAMPLER_ARG` is the ratio of
+/// the `traceidratio` kinds (0–1, default 1). Parent-based samplers follow the sampled flag of a
+/// client's `traceparent` and apply the rest to requests without one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    parent_based: bool,
+    ratio: f64,
+}
+
+impl Default for Sampler {
+    fn default() -> Sampler {
+        Sampler {
+            parent_based: true,
+            ratio: 1.0,
+        }
+    }
+}
+
+impl Sampler {
+    /// From `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`; an invalid setting is reported and
+    /// the default used.
+    pub fn from_env() -> Sampler {
+        let name = std::env::var("OTEL_TRACES_SAMPLER").ok();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        Sampler::parse(name.as_deref(), arg.as_deref()).unwrap_or_else(|problem| {
+            tracing::warn!(%problem, "tracing every request (parentbased_always_on)");
+            Sampler::default()
+        })
+    }
+
+    /// A sampler from the values of the two variables (`None`: unset).
+    pub fn parse(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, String> {
+        let ratio = || match arg.map(str::trim).filter(|arg| !arg.is_empty()) {
+            None => Ok(1.0),
+            Some(text) => match text.parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+                _ => Err(format!(
+                    "OTEL_TRACES_SAMPLER_ARG {text:?} is not a ratio between 0 and 1"
+                )),
+            },
+        };
+        let name = name.map(str::trim).filter(|name| !name.is_empty());
+        let (parent_based, ratio) = match name.unwrap_or("parentbased_always_on") {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, ratio()?),
+            "parentbased_always_on" => (true, 1.0),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, ratio()?),
+            other => return Err(format!("OTEL_TRACES_SAMPLER {other:?} is not supported")),
+        };
+        Ok(Sampler {
+            parent_based,
+            ratio,
+        })
+    }
+
+    /// Whether a request carrying this `traceparent` (if any, already checked well-formed) is
+    /// traced.
+    pub fn samples(&self, traceparent: Option<&str>) -> bool {
+        if self.parent_based
+            && let Some(flags) = traceparent.and_then(|value| value.get(53..55))
+        {
+            return u8::from_str_radix(flags, 16).is_ok_and(|flags| flags & 1 == 1);
+        }
+        self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
+    }
+}
+
+/// The per-request sampling decision and the subscriber that requests left out run under: the
+/// same log layer and filter as the global one, without the OpenTelemetry layer.
+#[derive(Clone)]
+pub struct RequestSampling {
+    sampler: Sampler,
+    untraced: tracing::Dispatch,
+}
+
+impl std::fmt::Debug for RequestSampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSampling")
+            .field("sampler", &self.sampler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestSampling {
+    pub fn new(sampler: Sampler, untraced: tracing::Dispatch) -> RequestSampling {
+        RequestSampling { sampler, untraced }
+    }
+
+    /// The subscriber to run a request under when the sampler leaves it out, else `None` (the
+    /// global subscriber traces it).
+    pub fn untraced_for(&self, headers: &http::HeaderMap) -> Option<&tracing::Dispatch> {
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| is_traceparent(value));
+        (!self.sampler.samples(traceparent)).then_some(&self.untraced)
+    }
 }
 
 /// Makes the client's W3C `traceparent` (if any) the parent of `span`.
@@ -223,4 +350,64 @@ pub fn current_traceparent() -> Option<String> {
         ));
     }
     CLIENT_TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_follow_the_opentelemetry_environment() {
+        let parent = |sampled: bool| {
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{}",
+                if sampled { "01" } else { "00" }
+            )
+        };
+        // (OTEL_TRACES_SAMPLER, ARG, traced without a parent, with a sampled one, with an unsampled one)
+        let table = [
+            (None, None, true, true, false),
+            (Some("always_on"), None, true, true, true),
+            (Some("always_off"), None, false, false, false),
+            (Some("traceidratio"), Some("0"), false, false, false),
+            (Some("traceidratio"), Some("1"), true, true, true),
+            (Some("parentbased_always_off"), None, false, true, false),
+            (
+                Some("parentbased_traceidratio"),
+                Some("0"),
+                false,
+                true,
+                false,
+            ),
+            (
+                Some("parentbased_traceidratio"),
+                Some("1.0"),
+                true,
+                true,
+                false,
+            ),
+        ];
+        for (name, arg, alone, sampled, unsampled) in table {
+            let sampler = Sampler::parse(name, arg).unwrap();
+            assert_eq!(sampler.samples(None), alone, "{name:?} {arg:?}");
+            assert_eq!(sampler.samples(Some(&parent(true))), sampled, "{name:?}");
+            assert_eq!(sampler.samples(Some(&parent(false))), unsampled, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_ratio_traces_about_that_share_of_requests() {
+        let sampler = Sampler::parse(Some("traceidratio"), Some("0.25")).unwrap();
+        let traced = (0..20_000).filter(|_| sampler.samples(None)).count();
+        assert!((4_000..6_000).contains(&traced), "{traced} of 20000");
+    }
+
+    #[test]
+    fn invalid_sampler_settings_are_refused_with_the_variable_named() {
+        let unknown = Sampler::parse(Some("jaeger_remote"), None).unwrap_err();
+        assert!(unknown.contains("OTEL_TRACES_SAMPLER"), "{unknown}");
+        let ratio = Sampler::parse(Some("traceidratio"), Some("1.5")).unwrap_err();
+        assert!(ratio.contains("OTEL_TRACES_SAMPLER_ARG"), "{ratio}");
+        assert_eq!(Sampler::parse(None, None).unwrap(), Sampler::default());
+    }
 }

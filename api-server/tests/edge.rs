@@ -535,6 +535,7 @@ async fn a_request_over_the_timeout_is_504_deadline_exceeded() {
         cors_localhost: false,
         request_timeout: std::time::Duration::from_millis(300),
         http_metrics: true,
+        trace_sampling: None,
     };
     let router = plamatio_api::app(app.state.clone(), &edge);
     // hold the product's row lock so the update below waits past the timeout

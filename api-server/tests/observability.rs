@@ -164,8 +164,12 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_becomes_a_server_span_under_the_clients_trace_with_sql_children() {
+/// An OTLP/gRPC endpoint collecting what it receives, and a tracer provider exporting to it.
+async fn otlp_receiver() -> (
+    Receiver,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
@@ -176,16 +180,116 @@ async fn a_request_becomes_a_server_span_under_the_clients_trace_with_sql_childr
             .serve(address),
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-
     let provider = telemetry::tracer_provider(Some(&format!("http://{address}"))).unwrap();
-    let subscriber = tracing_subscriber::registry()
+    (receiver, server, provider)
+}
+
+/// The subscriber `serve` installs (JSON logs to nowhere), tracing with `provider` if given.
+fn subscriber(
+    provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(telemetry::layers(
-            LogFormat::Json,
-            std::io::sink,
-            Some(&provider),
-        ));
-    let guard = tracing::subscriber::set_default(subscriber);
+        .with(telemetry::layers(LogFormat::Json, std::io::sink, provider))
+}
+
+/// Everything the provider's exporter received, after flushing it.
+async fn exported(
+    receiver: &Receiver,
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+) -> Vec<Span> {
+    let flusher = provider.clone();
+    tokio::task::spawn_blocking(move || flusher.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    receiver.spans.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_sampler_leaves_out_export_nothing_and_sampled_ones_whole_traces() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use plamatio_api::http::layers::EdgeConfig;
+
+    let (receiver, server, provider) = otlp_receiver().await;
+    let guard = tracing::subscriber::set_default(subscriber(Some(&provider)));
+    // parent-based, nothing of its own: only requests whose client trace is sampled are traced
+    let sampler = telemetry::Sampler::parse(Some("parentbased_always_off"), None).unwrap();
+    let untraced = tracing::Dispatch::new(subscriber(None));
+    let app = TestApp::new().await;
+    let edge = EdgeConfig {
+        cors_origins: vec![],
+        cors_credentials: false,
+        cors_localhost: false,
+        request_timeout: Duration::from_secs(10),
+        http_metrics: true,
+        trace_sampling: Some(telemetry::RequestSampling::new(sampler, untraced)),
+    };
+    let router = plamatio_api::app(app.state.clone(), &edge);
+    let sampled_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let send = |request_id: &str, traceparent: Option<String>| {
+        let mut request = Request::get("/products/get/5")
+            .header("authorization", format!("Bearer {}", app.storefront_key))
+            .header("x-request-id", request_id);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let router = router.clone();
+        let request = request.body(Body::empty()).unwrap();
+        // the answer is read to its end: the server span closes with its body
+        async move {
+            let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+            let status = response.status();
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+            status
+        }
+    };
+    for n in 0..3 {
+        assert_eq!(send(&format!("unsampled-{n}"), None).await, 200);
+    }
+    let unsampled_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    assert_eq!(
+        send("unsampled-parent", Some(unsampled_parent.into())).await,
+        200
+    );
+    let sampled_parent = format!("00-{sampled_trace}-00f067aa0ba902b7-01");
+    assert_eq!(send("sampled-parent", Some(sampled_parent)).await, 200);
+    drop(guard);
+
+    let spans = exported(&receiver, &provider).await;
+    let request_ids: Vec<Option<String>> = spans
+        .iter()
+        .filter(|span| span.kind == 2)
+        .map(|span| attribute(span, "request_id"))
+        .collect();
+    assert_eq!(
+        request_ids,
+        vec![Some("sampled-parent".to_owned())],
+        "only the sampled request has a server span"
+    );
+    assert!(
+        spans.len() >= 2,
+        "the sampled request's children are exported too: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    for span in &spans {
+        assert_eq!(
+            hex(&span.trace_id),
+            sampled_trace,
+            "{} belongs to another trace",
+            span.name
+        );
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_becomes_a_server_span_under_the_clients_trace_with_sql_children() {
+    let (receiver, server, provider) = otlp_receiver().await;
+    let guard = tracing::subscriber::set_default(subscriber(Some(&provider)));
 
     let app = TestApp::new().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -206,13 +310,7 @@ async fn a_request_becomes_a_server_span_under_the_clients_trace_with_sql_childr
         .await;
     assert_eq!(response.status, 200);
     drop(guard);
-    let flusher = provider.clone();
-    tokio::task::spawn_blocking(move || flusher.force_flush())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let spans = receiver.spans.lock().unwrap().clone();
+    let spans = exported(&receiver, &provider).await;
     let server_span = spans
         .iter()
         .find(|s| s.name == "GET /products/get/{id}")

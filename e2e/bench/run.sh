@@ -8,7 +8,10 @@
 # pgbench, B2 (uncached by-id read) vs pgbench running the same SELECT, S1 (data/scale.sh: every by-id
 # and paged route on a small and a real-size store), S2 (sse/run.sh: 10,000 live streams), and B4
 # (events/run.sh: outbox -> Kafka vs a direct producer).
-# Environment: BENCH_ONLY (comma list of b1,b1redis,b2,b3,s1,s2,b4; B6 goes with b1; default all),
+# B1otel repeats B1 with an OTLP exporter configured (traces to a local rotel collector that drops
+# them) against the B1 run without one: the cost of observability with an exporter.
+# Environment: BENCH_ONLY (comma list of b1,b1otel,b1redis,b2,b3,s1,s2,b4; B6 goes with b1; b1otel
+# needs b1; default all),
 # BENCH_SECONDS (per measured run, default 20), BENCH_WARMUP (unmeasured seconds before
 # each run, default 2), PGHOST/PGPORT/PGUSER (default 127.0.0.1/5432/postgres), CARGO_TARGET_DIR,
 # BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_SKIP_BUILD=1 (use the existing release
@@ -186,6 +189,17 @@ row() { # row ID WHAT PLAMATIO_FILE PEER_FILE PEER_NAME TARGET_RATIO [P99_LIMIT_
   [ "$p_err" = 0 ] || echo "|  | (peer reported $p_err errors) |  |  |  |  |  |  |  |" >>"$TABLE"
 }
 
+rotel_agent() { # path of rotel-agent (an OTLP collector in Rust, shipped in a PyPI wheel)
+  local dir=$WORK/rotel
+  if [ ! -x "$dir/rotel/rotel-agent" ]; then
+    mkdir -p "$dir"
+    pip download -q --no-deps rotel==0.0.1a15 -d "$dir" >"$WORK/rotel-pip.log" 2>&1 || return 1
+    python3 -m zipfile -e "$dir"/rotel-*.whl "$dir" || return 1
+    chmod +x "$dir/rotel/rotel-agent"
+  fi
+  echo "$dir/rotel/rotel-agent"
+}
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 rss_row() { # rss_row WHAT KIB LIMIT_MIB
@@ -319,6 +333,32 @@ EOF
     row B1 "GET /products/all, cached, in-process cache, 64 conns" "$WORK/b1-api.wrk" "$WORK/b1-nginx.wrk" nginx 0.8 5
     rss_row "RSS idle (3 s after start)" "$IDLE_RSS" 64
     rss_row "RSS max under B1 load (1 s samples)" "$LOAD_RSS" 150
+  fi
+
+  if want b1 && want b1otel; then
+    # B1 with traces exported over OTLP/gRPC to a collector that drops them (rotel, from PyPI),
+    # compared with the B1 run above (no exporter). Every request is traced (the SDK default sampler).
+    stop_pid "$API_PID"
+    ROTEL_BIN=$(rotel_agent) || die "no rotel collector (pip download rotel failed)"
+    OTLP_PORT=$(free_port $((API_PORT + 2)))
+    "$ROTEL_BIN" start --otlp-grpc-endpoint "127.0.0.1:$OTLP_PORT" --otlp-http-endpoint "127.0.0.1:$(free_port $((OTLP_PORT + 1)))" \
+      --exporter blackhole --debug-log traces --debug-log-verbosity basic \
+      >"$WORK/rotel.log" 2>&1 &
+    ROTEL_PID=$!
+    PIDS+=("$ROTEL_PID")
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null && break; sleep 0.1; done
+    start_api otel OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+    grep -q "exporting traces over OTLP" "$WORK/api-otel.log" || die "the API did not configure the exporter"
+    b1_api_run b1-api-otel
+    sleep 6 # one more batch interval: spans reach the collector
+    SPAN_LINES=$(grep -ci "span" "$WORK/rotel.log" || true)
+    log "B1otel: collector log lines naming spans: $SPAN_LINES"
+    [ "${SPAN_LINES:-0}" -gt 0 ] || die "the collector received no spans: $(tail -5 "$WORK/rotel.log")"
+    row B1otel "GET /products/all, in-process cache, OTLP exporter on, vs the B1 run without" \
+      "$WORK/b1-api-otel.wrk" "$WORK/b1-api.wrk" "B1 without exporter" 0.9
+    stop_pid "$API_PID"
+    stop_pid "$ROTEL_PID"
+    start_api default
   fi
 
   if want b3; then

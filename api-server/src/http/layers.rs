@@ -37,6 +37,7 @@ use tower_http::request_id::{
 };
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tracing::instrument::WithSubscriber;
 
 use crate::error::{ApiError, error_response};
 use crate::metrics::Metrics;
@@ -59,6 +60,9 @@ pub struct EdgeConfig {
     pub request_timeout: Duration,
     /// Count and time requests for `/metrics`.
     pub http_metrics: bool,
+    /// Which requests are traced when traces are exported (`None`: no exporter, or every request
+    /// under the global subscriber).
+    pub trace_sampling: Option<telemetry::RequestSampling>,
 }
 
 /// Generates UUIDv7 request ids.
@@ -90,6 +94,19 @@ async fn drop_unacceptable_request_id(mut request: Request, next: Next) -> Respo
         request.headers_mut().remove(&X_REQUEST_ID);
     }
     next.run(request).await
+}
+
+/// Runs a request the trace sampler leaves out under the subscriber without the OpenTelemetry
+/// layer (see [`telemetry::RequestSampling`]).
+async fn sample_trace(
+    State(sampling): State<telemetry::RequestSampling>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match sampling.untraced_for(request.headers()) {
+        Some(untraced) => next.run(request).with_subscriber(untraced.clone()).await,
+        None => next.run(request).await,
+    }
 }
 
 /// Keeps a well-formed client `traceparent` for the request's outbox events.
@@ -527,6 +544,12 @@ pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Ro
     };
     router.layer(
         ServiceBuilder::new()
+            .option_layer(
+                config
+                    .trace_sampling
+                    .clone()
+                    .map(|sampling| middleware::from_fn_with_state(sampling, sample_trace)),
+            )
             .layer(middleware::from_fn(drop_unacceptable_request_id))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeUuidV7))
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))

@@ -194,8 +194,8 @@ impl Sampler {
     /// From `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`; an invalid setting is reported and
     /// the default used.
     pub fn from_env() -> Sampler {
-        let name = std::env::var("OTEL_TRACES_SAMPLER").ok();
-        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        let name = std::env::var(plamatio_contract::env::OTEL_TRACES_SAMPLER).ok();
+        let arg = std::env::var(plamatio_contract::env::OTEL_TRACES_SAMPLER_ARG).ok();
         Sampler::parse(name.as_deref(), arg.as_deref()).unwrap_or_else(|problem| {
             tracing::warn!(%problem, "tracing every request (parentbased_always_on)");
             Sampler::default()

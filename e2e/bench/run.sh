@@ -9,7 +9,8 @@
 # and paged route on a small and a real-size store), S2 (sse/run.sh: 10,000 live streams), and B4
 # (events/run.sh: outbox -> Kafka vs a direct producer).
 # B1otel repeats B1 with an OTLP exporter configured (traces to a local rotel collector that drops
-# them) against the B1 run without one: the cost of observability with an exporter.
+# them) against the B1 run without one: the cost of observability with an exporter, at the trace
+# sample ratio a store runs with (BENCH_TRACE_RATIO, default 0.1) and with every request traced.
 # Environment: BENCH_ONLY (comma list of b1,b1otel,b1redis,b2,b3,s1,s2,b4; B6 goes with b1; b1otel
 # needs b1; default all),
 # BENCH_SECONDS (per measured run, default 20), BENCH_WARMUP (unmeasured seconds before
@@ -337,7 +338,7 @@ EOF
 
   if want b1 && want b1otel; then
     # B1 with traces exported over OTLP/gRPC to a collector that drops them (rotel, from PyPI),
-    # compared with the B1 run above (no exporter). Every request is traced (the SDK default sampler).
+    # compared with the B1 run above (no exporter).
     stop_pid "$API_PID"
     ROTEL_BIN=$(rotel_agent) || die "no rotel collector (pip download rotel failed)"
     OTLP_PORT=$(free_port $((API_PORT + 2)))
@@ -347,15 +348,22 @@ EOF
     ROTEL_PID=$!
     PIDS+=("$ROTEL_PID")
     for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null && break; sleep 0.1; done
-    start_api otel OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+    # as a store runs it (the operator's default trace sample ratio, 0.1), then every request traced
+    start_api otel OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="${BENCH_TRACE_RATIO:-0.1}"
     grep -q "exporting traces over OTLP" "$WORK/api-otel.log" || die "the API did not configure the exporter"
     b1_api_run b1-api-otel
+    stop_pid "$API_PID"
+    start_api otel-all OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+    b1_api_run b1-api-otel-all
     sleep 6 # one more batch interval: spans reach the collector
     SPAN_LINES=$(grep -ci "span" "$WORK/rotel.log" || true)
     log "B1otel: collector log lines naming spans: $SPAN_LINES"
     [ "${SPAN_LINES:-0}" -gt 0 ] || die "the collector received no spans: $(tail -5 "$WORK/rotel.log")"
-    row B1otel "GET /products/all, in-process cache, OTLP exporter on, vs the B1 run without" \
+    row B1otel "GET /products/all, in-process cache, OTLP exporter, ${BENCH_TRACE_RATIO:-0.1} of requests traced, vs B1 without" \
       "$WORK/b1-api-otel.wrk" "$WORK/b1-api.wrk" "B1 without exporter" 0.9
+    row B1otel "GET /products/all, in-process cache, OTLP exporter, every request traced, vs B1 without" \
+      "$WORK/b1-api-otel-all.wrk" "$WORK/b1-api.wrk" "B1 without exporter" -
     stop_pid "$API_PID"
     stop_pid "$ROTEL_PID"
     start_api default

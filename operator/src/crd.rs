@@ -22,6 +22,8 @@ pub const USER_AUTH_CHOSEN_MESSAGE: &str = "spec.api.userAuth is required: choos
      storefront key read every shopper's data";
 
 pub const DEFAULT_REPLICAS: i32 = 2;
+/// Share of requests traced when traces are exported (`spec.observability.traceSampleRatio`).
+pub const DEFAULT_TRACE_SAMPLE_RATIO: f64 = 0.1;
 pub const DEFAULT_PORT: i32 = 8080;
 pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
 
@@ -435,6 +437,12 @@ pub struct ObservabilitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(url)]
     pub otlp_endpoint: Option<String>,
+    /// Share of requests traced when `otlpEndpoint` is set (default 0.1): a request whose client
+    /// sent a `traceparent` follows its sampled flag, the others are traced with this probability.
+    /// Every traced request costs the API far more CPU than an untraced one (1 = all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0), extend("default" = DEFAULT_TRACE_SAMPLE_RATIO))]
+    pub trace_sample_ratio: Option<f64>,
     /// Prometheus remote-write target of the scraped API metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSinkSpec>,
@@ -552,6 +560,14 @@ impl PlamatioStoreSpec {
         self.observability
             .as_ref()
             .is_some_and(|o| o.otlp_endpoint.is_some())
+    }
+
+    /// The share of requests traced (see `ObservabilitySpec::trace_sample_ratio`).
+    pub fn trace_sample_ratio(&self) -> f64 {
+        self.observability
+            .as_ref()
+            .and_then(|o| o.trace_sample_ratio)
+            .unwrap_or(DEFAULT_TRACE_SAMPLE_RATIO)
     }
 
     pub fn deletion_policy(&self) -> DeletionPolicy {

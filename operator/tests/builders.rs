@@ -586,6 +586,8 @@ fn the_api_environment_carries_every_setting_of_the_spec() {
             "http://flagship-alloy.shops.svc:4317",
         ),
         ("OTEL_SERVICE_NAME", "plamatio-api"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
     ] {
         assert_eq!(data[key], value, "{key}");
     }

@@ -91,6 +91,14 @@ pub fn api_environment(
         );
         set(api_env::OTEL_SERVICE_NAME, OTEL_SERVICE_NAME.to_owned());
         set(
+            api_env::OTEL_TRACES_SAMPLER,
+            "parentbased_traceidratio".to_owned(),
+        );
+        set(
+            api_env::OTEL_TRACES_SAMPLER_ARG,
+            spec.trace_sample_ratio().to_string(),
+        );
+        set(
             api_env::OTEL_RESOURCE_ATTRIBUTES,
             format!(
                 "plamatio.store={},k8s.namespace.name={}",

@@ -220,6 +220,11 @@ pub struct ServeConfig {
     )]
     pub sse_max_lifetime_seconds: u64,
 
+    /// Seconds without an event after which a live event stream gets a keep-alive comment; keep it
+    /// well under the idle timeout of every proxy in front (nginx and AWS ALB: 60 s).
+    #[arg(long, env = "PLAMATIO_SSE_KEEP_ALIVE_SECONDS", default_value_t = 15)]
+    pub sse_keep_alive_seconds: u64,
+
     /// Analytics events (`POST /events/user`) per minute per user and per client IP; 0 disables
     /// the quota.
     #[arg(long, env = "PLAMATIO_USER_EVENTS_PER_MINUTE", default_value_t = 600)]
@@ -270,6 +275,7 @@ impl ServeConfig {
             per_user: self.sse_max_streams_per_user.max(1),
             per_key: self.sse_max_streams_per_key.max(1),
             max_lifetime: Duration::from_secs(self.sse_max_lifetime_seconds.max(1)),
+            keep_alive: Duration::from_secs(self.sse_keep_alive_seconds.max(1)),
         }
     }
 }

@@ -615,7 +615,7 @@ async fn event_streams_are_capped_per_user_and_per_key() {
         StreamLimits {
             per_user: 2,
             per_key: 3,
-            max_lifetime: Duration::from_secs(3600),
+            ..StreamLimits::default()
         },
         None,
     );
@@ -659,6 +659,32 @@ async fn an_event_stream_ends_at_its_maximum_lifetime() {
     assert_eq!(stream.status(), StatusCode::OK);
     let lived = wait_for_end(stream, Duration::from_secs(10)).await;
     assert!(lived < Duration::from_secs(5), "{lived:?}");
+}
+
+/// An idle stream gets a `: keep-alive` comment after each keep-alive interval without an event,
+/// so proxies in front do not close it as idle.
+#[tokio::test]
+async fn an_idle_event_stream_gets_keep_alive_comments() {
+    let mut app = TestApp::new().await;
+    with_limits(
+        &mut app,
+        StreamLimits {
+            keep_alive: Duration::from_secs(1),
+            ..StreamLimits::default()
+        },
+        None,
+    );
+    let stream = open_stream(&app, "user_a", None).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut body = stream.into_body();
+    for _ in 0..2 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("a comment within 10 s")
+            .expect("the stream is open")
+            .expect("a frame");
+        assert_eq!(frame.into_data().expect("a data frame"), ": keep-alive\n\n");
+    }
 }
 
 /// Before: a stream opened with a user token stayed open for as long as the client liked, long

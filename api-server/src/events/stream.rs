@@ -15,18 +15,24 @@
 //! after [`StreamLimits::max_lifetime`] or when the user token it was opened with expires,
 //! whichever comes first; the browser's `EventSource` reconnects by itself, with `Last-Event-ID`
 //! and a fresh token, and misses nothing.
+//!
+//! An idle stream is small: one timer (the next keep-alive comment or the stream's end, whichever
+//! is sooner, re-armed by every event) and its wait for the user's signal; the outbox read is
+//! boxed, so it takes memory only while it runs. It writes a keep-alive comment
+//! ([`StreamLimits::keep_alive`], 15 s by default) only after that long without an event.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::outbox::{NOTIFY_CHANNEL, Topic};
@@ -36,9 +42,12 @@ use crate::metrics::Metrics;
 /// Pause before a stream retries a failed outbox read.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rows read per query.
-const PAGE: i64 = 100;
-/// Keep-alive comment interval.
+const PAGE: usize = 100;
+/// Default keep-alive comment interval (events.md): well under the idle timeouts of common
+/// proxies and load balancers (nginx `proxy_read_timeout` and AWS ALB 60 s, Heroku 55 s).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The keep-alive comment's text (`: keep-alive`).
+const KEEP_ALIVE_TEXT: &str = "keep-alive";
 
 /// Bounds of the live streams of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +59,9 @@ pub struct StreamLimits {
     pub per_key: usize,
     /// Longest life of one stream.
     pub max_lifetime: Duration,
+    /// A comment is written after this long without an event, so proxies do not close an idle
+    /// stream.
+    pub keep_alive: Duration,
 }
 
 impl Default for StreamLimits {
@@ -58,6 +70,7 @@ impl Default for StreamLimits {
             per_user: 5,
             per_key: 5000,
             max_lifetime: Duration::from_secs(3600),
+            keep_alive: KEEP_ALIVE,
         }
     }
 }
@@ -243,7 +256,43 @@ struct StreamState {
     last_id: i64,
     buffer: VecDeque<StreamRow>,
     permit: StreamPermit,
-    _guard: SubscriberGuard,
+    guard: SubscriberGuard,
+    keep_alive: Duration,
+    /// When the last event or comment was written.
+    last_write: Instant,
+    /// The end of the stream's life, and why it ends then.
+    ends_at: Instant,
+    end_reason: &'static str,
+    /// Whether the outbox may hold rows the stream has not read: at the start and after every
+    /// wake-up, not after a keep-alive comment.
+    unread: bool,
+}
+
+impl StreamState {
+    /// When the stream's one timer fires: the next keep-alive comment or the end, whichever is first.
+    fn deadline(&self) -> Instant {
+        (self.last_write + self.keep_alive).min(self.ends_at)
+    }
+
+    /// Whether the stream's life is over (counted once, when it ends).
+    fn has_ended(&self, now: Instant) -> bool {
+        let ended = now >= self.ends_at;
+        if ended {
+            self.guard
+                .0
+                .sse_streams_limited
+                .with_label_values(&[self.end_reason])
+                .inc();
+        }
+        ended
+    }
+}
+
+/// What ended a stream's wait.
+enum Wait {
+    Woken,
+    Timer,
+    HubGone,
 }
 
 const USER_TOPICS: [&str; 3] = [
@@ -264,7 +313,7 @@ async fn rows_after(
     .bind(user_id)
     .bind(after)
     .bind(&USER_TOPICS[..])
-    .bind(PAGE)
+    .bind(PAGE as i64)
     .fetch_all(pool)
     .await
 }
@@ -301,28 +350,63 @@ fn to_event(row: &StreamRow) -> Event {
 
 async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
     loop {
+        let now = Instant::now();
+        if state.has_ended(now) {
+            return None;
+        }
         if let Some(row) = state.buffer.pop_front() {
             state.last_id = row.id;
+            state.last_write = now;
             let event = to_event(&row);
             return Some((Ok(event), state));
         }
-        // Seen before reading: a notification from now on makes `changed` return at once.
-        state.permit.wake.borrow_and_update();
-        match rows_after(&state.pool, &state.permit.user_id, state.last_id).await {
-            Ok(rows) if !rows.is_empty() => {
-                state.buffer.extend(rows);
-                continue;
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "event stream read failed; retrying");
-                tokio::time::sleep(RETRY_AFTER).await;
-                continue;
+        if state.unread {
+            // Seen before reading: a notification from now on makes `changed` return at once.
+            state.permit.wake.borrow_and_update();
+            // Boxed: an idle stream keeps no room for a query in flight.
+            match Box::pin(rows_after(
+                &state.pool,
+                &state.permit.user_id,
+                state.last_id,
+            ))
+            .await
+            {
+                Ok(rows) if !rows.is_empty() => {
+                    // A short page is all there is: no second read to learn that.
+                    state.unread = rows.len() == PAGE;
+                    state.buffer.extend(rows);
+                    continue;
+                }
+                Ok(_) => state.unread = false,
+                Err(error) => {
+                    tracing::warn!(%error, "event stream read failed; retrying");
+                    let retry_at = (Instant::now() + RETRY_AFTER).min(state.ends_at);
+                    tokio::time::sleep_until(retry_at).await;
+                    continue;
+                }
             }
         }
-        // Sleep until this user's next notification; the hub gone ends the stream.
-        if state.permit.wake.changed().await.is_err() {
-            return None;
+        // Sleep until this user's next notification or the stream's timer; the hub gone ends the
+        // stream.
+        let deadline = state.deadline();
+        let wait = tokio::select! {
+            changed = state.permit.wake.changed() => match changed {
+                Ok(()) => Wait::Woken,
+                Err(_) => Wait::HubGone,
+            },
+            () = tokio::time::sleep_until(deadline) => Wait::Timer,
+        };
+        match wait {
+            Wait::Woken => state.unread = true,
+            Wait::HubGone => return None,
+            Wait::Timer => {
+                let now = Instant::now();
+                if state.has_ended(now) {
+                    return None;
+                }
+                state.last_write = now;
+                return Some((Ok(Event::default().comment(KEEP_ALIVE_TEXT)), state));
+            }
         }
     }
 }
@@ -374,7 +458,7 @@ pub async fn open(
         }
     })?;
     let lifetime = hub.limits.max_lifetime;
-    let (ends_in, reason) = match opener.token_expires_at {
+    let (ends_in, end_reason) = match opener.token_expires_at {
         Some(expires_at) => {
             let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if left < lifetime {
@@ -388,23 +472,25 @@ pub async fn open(
     // Subscribed (by `admit`) before reading the start position, so no notification falls in between.
     let last_id = start_position(&pool, last_event_id).await?;
     metrics.sse_subscribers.inc();
-    let end_metrics = metrics.clone();
+    let opened = Instant::now();
     let state = StreamState {
         pool,
         last_id,
         buffer: VecDeque::new(),
         permit,
-        _guard: SubscriberGuard(metrics),
+        guard: SubscriberGuard(metrics),
+        keep_alive: hub.limits.keep_alive,
+        last_write: opened,
+        ends_at: opened + ends_in,
+        end_reason,
+        unread: true,
     };
-    let end = async move {
-        tokio::time::sleep(ends_in).await;
-        end_metrics
-            .sse_streams_limited
-            .with_label_values(&[reason])
-            .inc();
-    };
-    let stream = futures::stream::unfold(state, next_event).take_until(end);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    Ok(Sse::new(live_events(state)))
+}
+
+/// The events (and keep-alive comments) of one open stream.
+fn live_events(state: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(state, next_event)
 }
 
 #[cfg(test)]
@@ -446,5 +532,32 @@ mod tests {
             .await
             .expect("woken at once")
             .expect("the hub is alive");
+    }
+
+    /// What every idle stream keeps in memory besides its connection: the stream's state and its
+    /// suspended wait (the outbox read in flight is boxed, so it is not part of it).
+    #[tokio::test]
+    async fn an_idle_stream_is_small() {
+        let hub = StreamHub::new();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let now = Instant::now();
+        let state = StreamState {
+            pool,
+            last_id: 0,
+            buffer: VecDeque::new(),
+            permit: hub.admit("ana", "key").expect("admitted"),
+            guard: SubscriberGuard(Metrics::new().expect("metrics")),
+            keep_alive: KEEP_ALIVE,
+            last_write: now,
+            ends_at: now + Duration::from_secs(3600),
+            end_reason: "lifetime",
+            unread: true,
+        };
+        let events = live_events(state);
+        let size = std::mem::size_of_val(&events);
+        eprintln!("idle stream: {size} bytes");
+        assert!(size <= 1024, "an idle stream takes {size} bytes");
     }
 }

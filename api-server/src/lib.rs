@@ -146,16 +146,20 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState, edge: &EdgeConfig) -> Router {
     let (router, _) = api_router().split_for_parts();
     let state_metrics = state.metrics.clone();
-    // Route layers run only for matched routes (404/405 come first); the last added runs first:
-    // rate limit → idempotency → handler (auth, parsing, validation).
+    // Route layers run only for matched routes (404/405 come first), outermost first:
+    // rate limit (only when enabled) → idempotency (only for writes carrying an
+    // `Idempotency-Key`) → handler (auth, parsing, validation). One route layer, not two: every
+    // route layer is another boxed service cloned per request.
+    let rate_limit = state
+        .rate_limits
+        .is_some()
+        .then(|| axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit));
     let router = router
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
+        .route_layer(tower::ServiceBuilder::new().option_layer(rate_limit).layer(
+            http::middleware::OnlyWhen::new(
+                idempotency::applies,
+                axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency),
+            ),
         ))
         .fallback(layers::endpoint_not_found)
         .with_state(state);

@@ -192,6 +192,13 @@ fn replay(status: u16, body: Vec<u8>) -> Response {
     response
 }
 
+/// Whether the middleware has anything to do with a request: a POST or PUT with an
+/// `Idempotency-Key`. Every other request skips it.
+pub fn applies(request: &Request) -> bool {
+    matches!(*request.method(), Method::POST | Method::PUT)
+        && request.headers().contains_key(HEADER)
+}
+
 /// The middleware (on POST and PUT routes).
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !matches!(*request.method(), Method::POST | Method::PUT) {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -40,6 +40,7 @@ use tower_http::trace::TraceLayer;
 use tracing::instrument::WithSubscriber;
 
 use crate::error::{ApiError, error_response};
+use crate::http::middleware::{Around, AroundLayer, OnlyWhen, axum_body};
 use crate::metrics::Metrics;
 use crate::telemetry;
 
@@ -47,6 +48,7 @@ use crate::telemetry;
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Settings of the HTTP edge.
 #[derive(Debug, Clone)]
@@ -71,9 +73,10 @@ struct MakeUuidV7;
 
 impl MakeRequestId for MakeUuidV7 {
     fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+        // Formatted on the stack: the header value is the one allocation.
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
     }
 }
 
@@ -85,7 +88,7 @@ pub fn is_acceptable_request_id(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-async fn drop_unacceptable_request_id(mut request: Request, next: Next) -> Response {
+fn drop_unacceptable_request_id(mut request: Request) -> Request {
     let acceptable = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -93,19 +96,62 @@ async fn drop_unacceptable_request_id(mut request: Request, next: Next) -> Respo
     if !acceptable {
         request.headers_mut().remove(&X_REQUEST_ID);
     }
-    next.run(request).await
+    request
+}
+
+/// Whether a request carries a `traceparent` (only those need [`keep_client_traceparent`]).
+fn has_traceparent(request: &Request) -> bool {
+    request.headers().contains_key(TRACEPARENT)
 }
 
 /// Runs a request the trace sampler leaves out under the subscriber without the OpenTelemetry
-/// layer (see [`telemetry::RequestSampling`]).
-async fn sample_trace(
-    State(sampling): State<telemetry::RequestSampling>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match sampling.untraced_for(request.headers()) {
-        Some(untraced) => next.run(request).with_subscriber(untraced.clone()).await,
-        None => next.run(request).await,
+/// layer (see [`telemetry::RequestSampling`]): the inner service is called, and its future polled,
+/// with that subscriber as the default, so the request span and everything below it skip tracing.
+#[derive(Clone)]
+struct SampleTraceLayer(telemetry::RequestSampling);
+
+impl<S> tower::Layer<S> for SampleTraceLayer {
+    type Service = SampleTrace<S>;
+
+    fn layer(&self, inner: S) -> SampleTrace<S> {
+        SampleTrace {
+            sampling: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SampleTrace<S> {
+    sampling: telemetry::RequestSampling,
+    inner: S,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for SampleTrace<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<tracing::instrument::WithDispatch<S::Future>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match self.sampling.untraced_for(request.headers()) {
+            Some(untraced) => {
+                let untraced = untraced.clone();
+                let future =
+                    tracing::dispatcher::with_default(&untraced, || self.inner.call(request));
+                futures::future::Either::Left(future.with_subscriber(untraced))
+            }
+            None => futures::future::Either::Right(self.inner.call(request)),
+        }
     }
 }
 
@@ -113,7 +159,7 @@ async fn sample_trace(
 async fn keep_client_traceparent(request: Request, next: Next) -> Response {
     let traceparent = request
         .headers()
-        .get("traceparent")
+        .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .filter(|value| telemetry::is_traceparent(value))
         .map(str::to_owned);
@@ -122,8 +168,7 @@ async fn keep_client_traceparent(request: Request, next: Next) -> Response {
 
 /// Replaces a non-JSON error body with the contract's `{code, message, details}`, keeping the
 /// status and headers (`Allow`, `Retry-After`, CORS).
-async fn json_error_bodies(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn json_error_bodies(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -240,7 +285,7 @@ fn cors_layer(config: &EdgeConfig) -> CorsLayer {
             header::CONTENT_TYPE,
             X_REQUEST_ID,
             HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("traceparent"),
+            TRACEPARENT,
             HeaderName::from_static(crate::http::identity::USER_TOKEN_HEADER),
         ])
         .expose_headers([
@@ -388,33 +433,37 @@ pub fn route_label(template: &str) -> Cow<'_, str> {
     )
 }
 
-/// What the request metrics layer needs: the metric families and the per-route label cache.
+/// Counts requests by route template, method and status, times them, and tracks those in flight.
 #[derive(Clone)]
 struct HttpMetrics {
     metrics: Metrics,
     names: RouteNames,
 }
 
-/// Counts requests by route template, method and status, times them, and tracks those in flight.
-async fn http_metrics(State(state): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route_name = state.names.of(route_of(&request));
-    let metrics = &state.metrics;
-    metrics.http_in_flight.inc();
-    let response = next.run(request).await;
-    metrics.http_in_flight.dec();
-    let route = &*route_name.label;
-    let status = response.status();
-    metrics
-        .http_requests
-        .with_label_values(&[route, method.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .http_duration
-        .with_label_values(&[route, method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
+impl Around for HttpMetrics {
+    type Memo = (Instant, Method, Arc<RouteName>);
+
+    fn before<T>(&self, request: &axum::http::Request<T>) -> Self::Memo {
+        let route_name = self.names.of(route_of(request));
+        self.metrics.http_in_flight.inc();
+        (Instant::now(), request.method().clone(), route_name)
+    }
+
+    fn after(&self, (started, method, route_name): Self::Memo, response: Response) -> Response {
+        let metrics = &self.metrics;
+        metrics.http_in_flight.dec();
+        let route = &*route_name.label;
+        let status = response.status();
+        metrics
+            .http_requests
+            .with_label_values(&[route, method.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[route, method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
 }
 
 /// How long browsers and shared caches may keep a catalog read (products, categories).
@@ -466,61 +515,85 @@ fn matching_tag(if_none_match: &[u8], etag: &HeaderValue) -> Option<HeaderValue>
 /// `Cache-Control` for every answer, its own tag for a compressed answer (`"<tag>-<encoding>"`), and
 /// 304 for a successful read whose tag the client holds. Runs outside the compression layer (one
 /// layer instead of two on every request; a 304 drops the body before anything was compressed).
-async fn http_caching(request: Request, next: Next) -> Response {
-    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let if_none_match = if is_read {
-        request.headers().get(header::IF_NONE_MATCH).cloned()
-    } else {
-        None
-    };
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
-    let status = response.status();
-    let cache_control = if is_read && status.is_success() {
-        read_cache_control(route.as_ref().map(MatchedPath::as_str))
-    } else {
-        HeaderValue::from_static("no-store")
-    };
-    let headers = response.headers_mut();
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(cache_control);
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && let Some(variant) = headers
+#[derive(Clone)]
+struct HttpCaching;
+
+/// What [`HttpCaching`] keeps of a request: whether it reads, its `If-None-Match`, its route.
+struct CachingMemo {
+    is_read: bool,
+    if_none_match: Option<HeaderValue>,
+    route: Option<MatchedPath>,
+}
+
+impl Around for HttpCaching {
+    type Memo = CachingMemo;
+
+    fn before<T>(&self, request: &axum::http::Request<T>) -> CachingMemo {
+        let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+        CachingMemo {
+            is_read,
+            if_none_match: if is_read {
+                request.headers().get(header::IF_NONE_MATCH).cloned()
+            } else {
+                None
+            },
+            route: request.extensions().get::<MatchedPath>().cloned(),
+        }
+    }
+
+    fn after(&self, memo: CachingMemo, mut response: Response) -> Response {
+        let CachingMemo {
+            is_read,
+            if_none_match,
+            route,
+        } = memo;
+        let status = response.status();
+        let cache_control = if is_read && status.is_success() {
+            read_cache_control(route.as_ref().map(MatchedPath::as_str))
+        } else {
+            HeaderValue::from_static("no-store")
+        };
+        let headers = response.headers_mut();
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(cache_control);
+        if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+            && let Some(variant) = headers
+                .get(header::ETAG)
+                .and_then(|etag| etag.to_str().ok())
+                .and_then(|etag| etag.strip_suffix('"'))
+                .zip(encoding.to_str().ok())
+                .and_then(|(opaque, encoding)| {
+                    HeaderValue::from_str(&format!("{opaque}-{encoding}\"")).ok()
+                })
+        {
+            headers.insert(header::ETAG, variant);
+        }
+        let Some(condition) = if_none_match else {
+            return response;
+        };
+        if status != StatusCode::OK {
+            return response;
+        }
+        let Some(matched) = response
+            .headers()
             .get(header::ETAG)
-            .and_then(|etag| etag.to_str().ok())
-            .and_then(|etag| etag.strip_suffix('"'))
-            .zip(encoding.to_str().ok())
-            .and_then(|(opaque, encoding)| {
-                HeaderValue::from_str(&format!("{opaque}-{encoding}\"")).ok()
-            })
-    {
-        headers.insert(header::ETAG, variant);
+            .and_then(|etag| matching_tag(condition.as_bytes(), etag))
+        else {
+            return response;
+        };
+        let (mut parts, _) = response.into_parts();
+        parts.status = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ] {
+            parts.headers.remove(name);
+        }
+        parts.headers.insert(header::ETAG, matched);
+        Response::from_parts(parts, Body::empty())
     }
-    let Some(condition) = if_none_match else {
-        return response;
-    };
-    if status != StatusCode::OK {
-        return response;
-    }
-    let Some(matched) = response
-        .headers()
-        .get(header::ETAG)
-        .and_then(|etag| matching_tag(condition.as_bytes(), etag))
-    else {
-        return response;
-    };
-    let (mut parts, _) = response.into_parts();
-    parts.status = StatusCode::NOT_MODIFIED;
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_TYPE,
-        header::CONTENT_ENCODING,
-    ] {
-        parts.headers.remove(name);
-    }
-    parts.headers.insert(header::ETAG, matched);
-    Response::from_parts(parts, Body::empty())
 }
 
 /// The answer for paths no route matches.
@@ -530,27 +603,22 @@ pub async fn endpoint_not_found() -> ApiError {
 
 /// Wraps the router in every edge layer, outermost first. With `metrics`, requests are counted and
 /// timed.
+///
+/// Every layer here runs for every request, so none of them is a `from_fn` middleware (see
+/// [`crate::http::middleware`]): the synchronous ones map the request or the response, the others
+/// are [`Around`] middleware, and the `traceparent` scope is set up only for requests that carry one.
 pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Router {
     let names = RouteNames::default();
-    let router = match metrics {
-        Some(metrics) => router.layer(middleware::from_fn_with_state(
-            HttpMetrics {
-                metrics,
-                names: names.clone(),
-            },
-            http_metrics,
-        )),
-        None => router,
-    };
+    let metrics = metrics.map(|metrics| {
+        AroundLayer(HttpMetrics {
+            metrics,
+            names: names.clone(),
+        })
+    });
     router.layer(
         ServiceBuilder::new()
-            .option_layer(
-                config
-                    .trace_sampling
-                    .clone()
-                    .map(|sampling| middleware::from_fn_with_state(sampling, sample_trace)),
-            )
-            .layer(middleware::from_fn(drop_unacceptable_request_id))
+            .option_layer(config.trace_sampling.clone().map(SampleTraceLayer))
+            .map_request(drop_unacceptable_request_id)
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeUuidV7))
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
             .layer(
@@ -563,16 +631,21 @@ pub fn wrap(router: Router, config: &EdgeConfig, metrics: Option<Metrics>) -> Ro
                     .on_failure(()),
             )
             .layer(cors_layer(config))
-            .layer(middleware::from_fn(http_caching))
+            .layer(AroundLayer(HttpCaching))
             .layer(CompressionLayer::new())
-            .layer(middleware::from_fn(json_error_bodies))
-            .layer(middleware::from_fn(keep_client_traceparent))
+            .map_response(json_error_bodies)
+            .layer(OnlyWhen::new(
+                has_traceparent,
+                middleware::from_fn(keep_client_traceparent),
+            ))
+            .map_response(axum_body)
             .layer(CatchPanicLayer::new())
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::GATEWAY_TIMEOUT,
                 config.request_timeout,
             ))
-            .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES)),
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+            .option_layer(metrics),
     )
 }
 

@@ -94,6 +94,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // The common case, the whole (cached) list: nothing to parse, no map to build.
+        if parts.uri.query().is_none() {
+            return Ok(PageQuery::default());
+        }
         let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::invalid("invalid query string"))?;

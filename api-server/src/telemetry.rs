@@ -97,6 +97,7 @@ where
             .boxed(),
         // Colours only for a terminal: styling every span's fields costs ~2 % of a cached read.
         LogFormat::Pretty => logs
+            .fmt_fields(LogFields)
             .with_ansi(std::io::stdout().is_terminal())
             .with_filter(logged)
             .boxed(),
@@ -110,6 +111,97 @@ where
         );
     }
     layers
+}
+
+/// The fields of human-readable log lines: tracing-subscriber's default formatting, without the
+/// `otel.*` hints that only steer the OpenTelemetry layer (span name and kind, status). The log
+/// layer formats a request span's fields when the span is made, whether or not a line is written,
+/// so every field left out is work saved on every request.
+struct LogFields;
+
+impl<'a> tracing_subscriber::field::MakeVisitor<tracing_subscriber::fmt::format::Writer<'a>>
+    for LogFields
+{
+    type Visitor = WithoutOtelHints<tracing_subscriber::fmt::format::DefaultVisitor<'a>>;
+
+    fn make_visitor(&self, target: tracing_subscriber::fmt::format::Writer<'a>) -> Self::Visitor {
+        WithoutOtelHints(tracing_subscriber::fmt::format::DefaultVisitor::new(
+            target, true,
+        ))
+    }
+}
+
+/// A field visitor that passes every field but the `otel.*` ones on to `V`.
+struct WithoutOtelHints<V>(V);
+
+impl<V> WithoutOtelHints<V> {
+    fn keeps(field: &tracing::field::Field) -> bool {
+        !field.name().starts_with("otel.")
+    }
+}
+
+impl<V: tracing::field::Visit> tracing::field::Visit for WithoutOtelHints<V> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if Self::keeps(field) {
+            self.0.record_debug(field, value);
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if Self::keeps(field) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if Self::keeps(field) {
+            self.0.record_i64(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if Self::keeps(field) {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if Self::keeps(field) {
+            self.0.record_bool(field, value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if Self::keeps(field) {
+            self.0.record_f64(field, value);
+        }
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        if Self::keeps(field) {
+            self.0.record_error(field, value);
+        }
+    }
+}
+
+impl<V: tracing_subscriber::field::VisitOutput<std::fmt::Result>>
+    tracing_subscriber::field::VisitOutput<std::fmt::Result> for WithoutOtelHints<V>
+{
+    fn finish(self) -> std::fmt::Result {
+        self.0.finish()
+    }
+}
+
+impl<V: tracing_subscriber::field::VisitFmt> tracing_subscriber::field::VisitFmt
+    for WithoutOtelHints<V>
+{
+    fn writer(&mut self) -> &mut dyn std::fmt::Write {
+        self.0.writer()
+    }
 }
 
 /// Spans recorded for traces only: one per database query and cache operation.
@@ -355,6 +447,51 @@ pub fn current_traceparent() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_carry_the_request_fields_but_not_the_opentelemetry_hints() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(layers(
+            LogFormat::Pretty,
+            move || writer.clone(),
+            None,
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "GET /products/all",
+                otel.kind = "server",
+                http.route = "/products/all",
+                request_id = "r-1",
+                scope = tracing::field::Empty,
+            );
+            span.record("scope", "storefront");
+            let _entered = span.enter();
+            tracing::warn!(attempt = 2, "something to say");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("something to say"), "{text}");
+        assert!(text.contains("attempt=2"), "{text}");
+        assert!(text.contains("http.route=\"/products/all\""), "{text}");
+        assert!(text.contains("request_id=\"r-1\""), "{text}");
+        assert!(text.contains("scope=\"storefront\""), "{text}");
+        assert!(!text.contains("otel."), "{text}");
+    }
 
     #[test]
     fn samplers_follow_the_opentelemetry_environment() {

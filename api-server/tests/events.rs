@@ -1348,16 +1348,125 @@ async fn the_live_stream_shows_a_users_changes_made_through_another_instance() {
     drop(stream);
     assert_eq!(sse_subscribers(&app), Some(0.0), "gauge after disconnect");
 
-    // Resuming after the first event gives exactly the later ones.
+    // Resuming after the first event gives the later ones, after the user's earlier events of the
+    // look-back (one of them may have committed after the client read past it), never the first.
     let mut resumed = open_stream(&app, "user_a", Some(&first.id)).await;
-    let mut replayed = Vec::new();
-    while let Some(event) = resumed.next(Duration::from_secs(1)).await {
-        replayed.push(event);
-        assert!(replayed.len() <= 10, "runaway replay: {replayed:?}");
-    }
-    assert_eq!(replayed, vec![second, third], "events after Last-Event-ID");
+    let replayed = drain_stream(&mut resumed, Duration::from_secs(1)).await;
+    let before_event = &rows[0].event_id.to_string();
+    let (earlier, later): (Vec<_>, Vec<_>) = replayed
+        .into_iter()
+        .partition(|event| &event.id == before_event);
+    assert_eq!(later, vec![second, third], "events after Last-Event-ID");
+    assert!(
+        earlier.len() <= 1,
+        "the earlier event at most once: {earlier:?}"
+    );
     drop(resumed);
     other.pool.close().await;
+}
+
+/// A cart event of `user_a` marked with `n`, appended by `tx` as a mutation does (row and `NOTIFY`).
+async fn append_marked(tx: &mut sqlx::PgConnection, n: &str) {
+    let event = OutboxEvent::new(Topic::CartUpdates, "user_a", "cart_item_added").with("n", n);
+    outbox::append(tx, &[event]).await.unwrap();
+}
+
+async fn outbox_id_of(pool: &PgPool, event: &SseEvent) -> i64 {
+    sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1::uuid")
+        .bind(&event.id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Every event the stream sends within `quiet` of the previous one.
+async fn drain_stream(stream: &mut SseReader, quiet: Duration) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(event) = stream.next(quiet).await {
+        events.push(event);
+        assert!(events.len() <= 10, "runaway stream: {events:?}");
+    }
+    events
+}
+
+/// Outbox ids are taken at insert, not at commit: when a user's transaction with the lower id
+/// commits after one with a higher id, the stream has already sent the higher one, and must still
+/// send the lower one — to an open stream, to a stream opened between the two commits, and to a
+/// stream resumed with `Last-Event-ID` after the client missed the late commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_committed_after_one_with_a_higher_id_still_reaches_the_stream() {
+    let app = TestApp::new().await;
+    insert_user(&app.pool, "user_a").await;
+    wait_for_listeners(&app.pool, 1).await;
+    let marks = |events: &[SseEvent]| -> Vec<String> {
+        events
+            .iter()
+            .map(|event| event.data["n"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    // An open stream.
+    let mut stream = open_stream(&app, "user_a", None).await;
+    let mut a = app.pool.begin().await.unwrap();
+    append_marked(&mut a, "a").await;
+    let mut b = app.pool.begin().await.unwrap();
+    append_marked(&mut b, "b").await;
+    b.commit().await.unwrap();
+    let first = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("B's event");
+    assert_eq!(first.data["n"], "b");
+    a.commit().await.unwrap();
+    let second = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("A's event, committed after B's");
+    assert_eq!(second.data["n"], "a");
+    assert!(
+        outbox_id_of(&app.pool, &second).await < outbox_id_of(&app.pool, &first).await,
+        "A's row has the lower id"
+    );
+    let extra = drain_stream(&mut stream, Duration::from_secs(1)).await;
+    assert!(extra.is_empty(), "nothing sent twice: {extra:?}");
+    drop(stream);
+
+    // A stream opened between the two commits: B's event is before it, A's after it.
+    let mut c = app.pool.begin().await.unwrap();
+    append_marked(&mut c, "c").await;
+    let mut d = app.pool.begin().await.unwrap();
+    append_marked(&mut d, "d").await;
+    d.commit().await.unwrap();
+    let mut stream = open_stream(&app, "user_a", None).await;
+    c.commit().await.unwrap();
+    let events = drain_stream(&mut stream, Duration::from_secs(2)).await;
+    assert_eq!(marks(&events), ["c"], "{events:?}");
+    drop(stream);
+
+    // The client leaves after F's event, before E (lower id) commits, and resumes after F.
+    let mut stream = open_stream(&app, "user_a", None).await;
+    let mut e = app.pool.begin().await.unwrap();
+    append_marked(&mut e, "e").await;
+    let mut f = app.pool.begin().await.unwrap();
+    append_marked(&mut f, "f").await;
+    f.commit().await.unwrap();
+    let seen = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("F's event");
+    assert_eq!(seen.data["n"], "f");
+    drop(stream);
+    e.commit().await.unwrap();
+    let mut resumed = open_stream(&app, "user_a", Some(&seen.id)).await;
+    let replayed = marks(&drain_stream(&mut resumed, Duration::from_secs(2)).await);
+    assert!(
+        replayed.contains(&"e".to_owned()),
+        "E after resuming: {replayed:?}"
+    );
+    assert!(
+        !replayed.contains(&"f".to_owned()),
+        "not the Last-Event-ID itself: {replayed:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

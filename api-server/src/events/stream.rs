@@ -16,6 +16,18 @@
 //! whichever comes first; the browser's `EventSource` reconnects by itself, with `Last-Event-ID`
 //! and a fresh token, and misses nothing.
 //!
+//! Outbox ids are taken at insert, not at commit: when two transactions of one user overlap and
+//! the one with the higher id commits first, the lower id becomes visible only after the stream
+//! has read past it. So a stream does not keep a bare cursor: it keeps a floor (every row of the
+//! user at or below it was sent or is older than the look-back) and, while the user is active, the
+//! ids it sent in the last [`LOOK_BACK`] (at most [`LOOK_BACK_IDS`]); each read asks for the user's
+//! rows above the floor that are not among those ids, so a late commit is sent when its
+//! notification wakes the stream, and nothing is sent twice. Sent ids older than the look-back
+//! raise the floor and are forgotten, so an idle stream keeps no set at all. A stream resumed with
+//! `Last-Event-ID` starts its floor below the look-back's rows of the user before that event, so a
+//! row that committed late while the client was away is sent (an event the client already saw may
+//! then come again; consumers dedupe by `event_id`).
+//!
 //! An idle stream is small: one timer (the next keep-alive comment or the stream's end, whichever
 //! is sooner, re-armed by every event) and its wait for the user's signal; the outbox read is
 //! boxed, so it takes memory only while it runs. It writes a keep-alive comment
@@ -43,6 +55,14 @@ use crate::metrics::Metrics;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Rows read per query.
 const PAGE: usize = 100;
+/// How long a sent id is remembered, so a row of the user with a lower id that commits later is
+/// still sent: longer than any transaction that writes events (mutations run under the 10 s
+/// request timeout, `PLAMATIO_REQUEST_TIMEOUT_MS`, and roll back when it fires).
+pub const LOOK_BACK: Duration = Duration::from_secs(30);
+/// At most this many sent ids are remembered per stream (16 bytes each); past it the oldest raise
+/// the floor early. A user whose transactions write more events than this in one look-back is
+/// far beyond the rate limits.
+pub const LOOK_BACK_IDS: usize = 256;
 /// Default keep-alive comment interval (events.md): well under the idle timeouts of common
 /// proxies and load balancers (nginx `proxy_read_timeout` and AWS ALB 60 s, Heroku 55 s).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -251,9 +271,72 @@ impl Drop for SubscriberGuard {
     }
 }
 
+/// The ids a stream sent in the last [`LOOK_BACK`], oldest first (so in the order they were sent).
+#[derive(Debug, Default)]
+struct RecentlySent(VecDeque<(i64, Instant)>);
+
+/// Where a stream reads from: above `floor`, skipping the ids it recently sent.
+#[derive(Debug)]
+struct Position {
+    /// Every row of the user at or below this id was sent, or is older than the look-back.
+    floor: i64,
+    /// Present only while there was recent activity.
+    recent: Option<Box<RecentlySent>>,
+}
+
+impl Position {
+    fn at(floor: i64) -> Position {
+        Position {
+            floor,
+            recent: None,
+        }
+    }
+
+    /// Records an id as sent at `now`.
+    fn sent(&mut self, id: i64, now: Instant) {
+        self.recent
+            .get_or_insert_with(Box::default)
+            .0
+            .push_back((id, now));
+    }
+
+    /// Forgets the ids sent before `now - LOOK_BACK` and those past [`LOOK_BACK_IDS`], raising the
+    /// floor to the highest forgotten id (a row below it would belong to a transaction open for
+    /// longer than the look-back); drops the set once it is empty.
+    fn prune(&mut self, now: Instant) {
+        let Some(recent) = self.recent.as_mut() else {
+            return;
+        };
+        let mut floor = self.floor;
+        while let Some(&(id, sent_at)) = recent.0.front() {
+            if now.saturating_duration_since(sent_at) < LOOK_BACK && recent.0.len() <= LOOK_BACK_IDS
+            {
+                break;
+            }
+            floor = floor.max(id);
+            recent.0.pop_front();
+        }
+        if floor != self.floor {
+            self.floor = floor;
+            recent.0.retain(|&(id, _)| id > floor);
+        }
+        if recent.0.is_empty() {
+            self.recent = None;
+        }
+    }
+
+    /// The ids above the floor that were sent (and are not to be read again).
+    fn skipped(&self) -> Vec<i64> {
+        self.recent
+            .as_ref()
+            .map(|recent| recent.0.iter().map(|&(id, _)| id).collect())
+            .unwrap_or_default()
+    }
+}
+
 struct StreamState {
     pool: PgPool,
-    last_id: i64,
+    position: Position,
     buffer: VecDeque<StreamRow>,
     permit: StreamPermit,
     guard: SubscriberGuard,
@@ -301,27 +384,39 @@ const USER_TOPICS: [&str; 3] = [
     Topic::UsersUpdates.as_str(),
 ];
 
+/// The user's rows above `floor` except the `skipped` ids, in id order (an index range on
+/// `outbox_event_key_idx`).
 async fn rows_after(
     pool: &PgPool,
     user_id: &str,
-    after: i64,
+    floor: i64,
+    skipped: Vec<i64>,
 ) -> Result<Vec<StreamRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event_id, event_type, payload::text AS payload FROM outbox \
-         WHERE event_key = $1 AND id > $2 AND topic = ANY($3) ORDER BY id LIMIT $4",
+         WHERE event_key = $1 AND id > $2 AND topic = ANY($3) AND id <> ALL($5) \
+         ORDER BY id LIMIT $4",
     )
     .bind(user_id)
-    .bind(after)
+    .bind(floor)
     .bind(&USER_TOPICS[..])
     .bind(PAGE as i64)
+    .bind(skipped)
     .fetch_all(pool)
     .await
 }
 
-/// Where a stream starts: after the event the client saw last, or at the current end of the
-/// outbox. An unknown (e.g. pruned) event id replays everything retained for the user.
-async fn start_position(pool: &PgPool, last_event_id: Option<&str>) -> ApiResult<i64> {
-    match last_event_id {
+/// Where a stream starts. Without `Last-Event-ID`: after the user's last row, with the user's rows
+/// of the look-back counted as sent (so a lower id that commits later is still sent). With it:
+/// after that event, and below the user's earlier rows of the look-back (one of them may have
+/// committed after the client read past it). An unknown (e.g. pruned) event id replays everything
+/// retained for the user.
+async fn start_position(
+    pool: &PgPool,
+    user_id: &str,
+    last_event_id: Option<&str>,
+) -> ApiResult<Position> {
+    let resume_after = match last_event_id {
         Some(text) => {
             let event_id = Uuid::parse_str(text.trim()).map_err(|_| {
                 ApiError::invalid("invalid Last-Event-ID, expected an event id (UUID)")
@@ -331,14 +426,49 @@ async fn start_position(pool: &PgPool, last_event_id: Option<&str>) -> ApiResult
                     .bind(event_id)
                     .fetch_optional(pool)
                     .await?;
-            Ok(found.unwrap_or(0))
+            match found {
+                Some(id) => Some(id),
+                None => return Ok(Position::at(0)),
+            }
         }
-        None => Ok(
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM outbox")
-                .fetch_one(pool)
-                .await?,
-        ),
+        None => None,
+    };
+    // The user's latest rows (up to the resumed event), newest first, and whether each is recent.
+    let latest: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT id, created_at > now() - make_interval(secs => $3) FROM outbox \
+         WHERE event_key = $1 AND id <= $4 AND topic = ANY($2) ORDER BY id DESC LIMIT $5",
+    )
+    .bind(user_id)
+    .bind(&USER_TOPICS[..])
+    .bind(LOOK_BACK.as_secs_f64())
+    .bind(resume_after.unwrap_or(i64::MAX))
+    .bind(LOOK_BACK_IDS as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(look_back_start(&latest, resume_after, Instant::now()))
+}
+
+/// The start position from the user's latest rows (newest first, each with whether it is within
+/// the look-back): the floor is the newest row older than the look-back (or the oldest row read
+/// when as many as [`LOOK_BACK_IDS`] are recent); the recent rows above it count as sent, except
+/// that a resumed stream counts only the event it resumes after.
+fn look_back_start(latest: &[(i64, bool)], resume_after: Option<i64>, now: Instant) -> Position {
+    let floor = match latest.iter().find(|(_, recent)| !recent) {
+        Some(&(id, _)) => id,
+        None if latest.len() >= LOOK_BACK_IDS => latest.last().map_or(0, |&(id, _)| id),
+        None => 0,
+    };
+    let mut position = Position::at(floor);
+    let mut sent: Vec<i64> = match resume_after {
+        Some(id) => vec![id],
+        None => latest.iter().map(|&(id, _)| id).collect(),
+    };
+    sent.retain(|&id| id > floor);
+    sent.sort_unstable();
+    for id in sent {
+        position.sent(id, now);
     }
+    position
 }
 
 fn to_event(row: &StreamRow) -> Event {
@@ -355,7 +485,7 @@ async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>
             return None;
         }
         if let Some(row) = state.buffer.pop_front() {
-            state.last_id = row.id;
+            state.position.sent(row.id, now);
             state.last_write = now;
             let event = to_event(&row);
             return Some((Ok(event), state));
@@ -363,11 +493,13 @@ async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>
         if state.unread {
             // Seen before reading: a notification from now on makes `changed` return at once.
             state.permit.wake.borrow_and_update();
+            state.position.prune(now);
             // Boxed: an idle stream keeps no room for a query in flight.
             match Box::pin(rows_after(
                 &state.pool,
                 &state.permit.user_id,
-                state.last_id,
+                state.position.floor,
+                state.position.skipped(),
             ))
             .await
             {
@@ -404,6 +536,8 @@ async fn next_event(mut state: StreamState) -> Option<(Result<Event, Infallible>
                 if state.has_ended(now) {
                     return None;
                 }
+                // An idle stream forgets what it sent once the look-back has passed.
+                state.position.prune(now);
                 state.last_write = now;
                 return Some((Ok(Event::default().comment(KEEP_ALIVE_TEXT)), state));
             }
@@ -470,12 +604,12 @@ pub async fn open(
         None => (lifetime, "lifetime"),
     };
     // Subscribed (by `admit`) before reading the start position, so no notification falls in between.
-    let last_id = start_position(&pool, last_event_id).await?;
+    let position = start_position(&pool, &user_id, last_event_id).await?;
     metrics.sse_subscribers.inc();
     let opened = Instant::now();
     let state = StreamState {
         pool,
-        last_id,
+        position,
         buffer: VecDeque::new(),
         permit,
         guard: SubscriberGuard(metrics),
@@ -534,6 +668,47 @@ mod tests {
             .expect("the hub is alive");
     }
 
+    #[test]
+    fn sent_ids_are_skipped_until_the_look_back_passes_then_raise_the_floor() {
+        let start = Instant::now();
+        let mut position = Position::at(10);
+        position.sent(12, start);
+        position.sent(11, start + Duration::from_secs(5));
+        position.prune(start + Duration::from_secs(5));
+        assert_eq!((position.floor, position.skipped()), (10, vec![12, 11]));
+        // 12 is forgotten: the floor rises to it, and 11 (below it) goes too.
+        position.prune(start + LOOK_BACK);
+        assert_eq!(position.floor, 12);
+        assert!(position.recent.is_none(), "an idle stream keeps no set");
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_sent_ids_raise_the_floor() {
+        let now = Instant::now();
+        let mut position = Position::at(0);
+        for id in 1..=(LOOK_BACK_IDS as i64 + 2) {
+            position.sent(id, now);
+        }
+        position.prune(now);
+        assert_eq!(position.floor, 2);
+        assert_eq!(position.skipped().len(), LOOK_BACK_IDS);
+    }
+
+    #[test]
+    fn a_new_stream_counts_the_users_recent_rows_as_sent_and_a_resumed_one_replays_them() {
+        let now = Instant::now();
+        let latest = [(9, true), (7, true), (5, false), (3, false)];
+        let fresh = look_back_start(&latest, None, now);
+        assert_eq!((fresh.floor, fresh.skipped()), (5, vec![7, 9]));
+        let resumed = look_back_start(&latest, Some(9), now);
+        assert_eq!((resumed.floor, resumed.skipped()), (5, vec![9]));
+        let old = look_back_start(&[(5, false)], Some(5), now);
+        assert_eq!((old.floor, old.skipped()), (5, vec![]));
+        let all_recent = look_back_start(&[(4, true), (2, true)], None, now);
+        assert_eq!((all_recent.floor, all_recent.skipped()), (0, vec![2, 4]));
+        assert_eq!(look_back_start(&[], None, now).floor, 0);
+    }
+
     /// What every idle stream keeps in memory besides its connection: the stream's state and its
     /// suspended wait (the outbox read in flight is boxed, so it is not part of it).
     #[tokio::test]
@@ -545,7 +720,7 @@ mod tests {
         let now = Instant::now();
         let state = StreamState {
             pool,
-            last_id: 0,
+            position: Position::at(0),
             buffer: VecDeque::new(),
             permit: hub.admit("ana", "key").expect("admitted"),
             guard: SubscriberGuard(Metrics::new().expect("metrics")),

@@ -140,6 +140,9 @@ impl<V> WithoutOtelHints<V> {
     }
 }
 
+// Numbers and booleans reach `record_debug` through `Visit`'s default methods, as they do in the
+// default visitor; `record_str` and `record_error` are formatted differently there, so they are
+// passed on as they are.
 impl<V: tracing::field::Visit> tracing::field::Visit for WithoutOtelHints<V> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         if Self::keeps(field) {
@@ -150,30 +153,6 @@ impl<V: tracing::field::Visit> tracing::field::Visit for WithoutOtelHints<V> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         if Self::keeps(field) {
             self.0.record_str(field, value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        if Self::keeps(field) {
-            self.0.record_i64(field, value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if Self::keeps(field) {
-            self.0.record_u64(field, value);
-        }
-    }
-
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        if Self::keeps(field) {
-            self.0.record_bool(field, value);
-        }
-    }
-
-    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
-        if Self::keeps(field) {
-            self.0.record_f64(field, value);
         }
     }
 
@@ -234,24 +213,29 @@ pub fn init(format: LogFormat, tracing: bool) -> Telemetry {
         },
         _ => None,
     };
-    let subscriber = tracing_subscriber::registry()
-        .with(env_filter())
-        .with(layers(format, std::io::stdout, provider.as_ref()));
-    if let Err(error) = tracing::subscriber::set_global_default(subscriber) {
+    if let Err(error) =
+        tracing::subscriber::set_global_default(stdout_subscriber(format, provider.as_ref()))
+    {
         eprintln!("tracing subscriber already installed: {error}");
     }
     if let (Some(provider), Some(endpoint)) = (&provider, &endpoint) {
         opentelemetry::global::set_tracer_provider(provider.clone());
         let sampler = Sampler::from_env();
-        let untraced = tracing::Dispatch::new(
-            tracing_subscriber::registry()
-                .with(env_filter())
-                .with(layers(format, std::io::stdout, None)),
-        );
+        let untraced = tracing::Dispatch::new(stdout_subscriber(format, None));
         let _ = REQUEST_SAMPLING.set(RequestSampling::new(sampler, untraced));
         tracing::info!(endpoint, ?sampler, "exporting traces over OTLP");
     }
     Telemetry { provider }
+}
+
+/// The subscriber of `serve`: the `RUST_LOG` filter, log lines on stdout, spans to `provider`.
+fn stdout_subscriber(
+    format: LogFormat,
+    provider: Option<&SdkTracerProvider>,
+) -> impl Subscriber + Send + Sync {
+    tracing_subscriber::registry()
+        .with(env_filter())
+        .with(layers(format, std::io::stdout, provider))
 }
 
 /// The request sampling `init` set up (only when traces are exported).

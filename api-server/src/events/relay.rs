@@ -3,9 +3,10 @@
 //!
 //! One relay works at a time across all replicas (a transaction-scoped advisory lock), so rows are
 //! published strictly in outbox order and every key's events stay in commit order; the others poll
-//! and take over when it stops. Each round claims a batch of `outbox_pending` (filled by a trigger
-//! on every outbox insert) with `FOR UPDATE SKIP LOCKED`, enqueues it on the idempotent producer in
-//! id order (one partition per key, so the broker keeps that order), waits for every
+//! and take over when it stops. Each round reads a batch of `outbox_pending` (filled by a trigger
+//! on every outbox insert; no row locks, the advisory lock already excludes other relays), enqueues
+//! each row on the idempotent producer as it streams in, in id order (one partition per key, so
+//! the broker keeps that order), waits for every
 //! acknowledgement and deletes the acknowledged ids from `outbox_pending` in the same transaction;
 //! the outbox rows themselves are never updated. A row whose publication failed, and every later row
 //! of its key, stays pending and is retried with exponential backoff. Idle relays sleep until a
@@ -26,9 +27,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::error::RDKafkaErrorCode;
+use futures::TryStreamExt;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -119,6 +121,26 @@ pub enum RelayError {
         /// works and only the failed keys are in trouble (they are set aside).
         handled: usize,
     },
+}
+
+/// A row handed to the producer: on its way to the broker, or refused before it left.
+enum Delivery {
+    Enqueued(DeliveryFuture),
+    Refused(KafkaError),
+}
+
+impl Delivery {
+    /// The broker's acknowledgement, or why the row did not get one.
+    async fn outcome(self) -> Result<(), KafkaError> {
+        match self {
+            Delivery::Enqueued(future) => match future.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error),
+                Err(_) => Err(KafkaError::Canceled),
+            },
+            Delivery::Refused(error) => Err(error),
+        }
+    }
 }
 
 /// What one round did.
@@ -241,6 +263,48 @@ impl Relay {
         }
     }
 
+    /// Hands one row to the producer. A full producer queue is waited out for up to the message
+    /// timeout, as the broker then has plenty to do; any other refusal is the row's outcome.
+    async fn enqueue(&self, row: &PendingRow, topic: &str) -> Delivery {
+        let event_id = row.event_id.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "event_type",
+                value: Some(row.event_type.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            })
+            .insert(Header {
+                key: "event_id",
+                value: Some(event_id.as_str()),
+            });
+        if let Some(traceparent) = &row.traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent.as_str()),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .key(row.event_key.as_str())
+            .payload(row.payload.as_bytes())
+            .headers(headers);
+        let deadline = Instant::now() + Duration::from_millis(self.kafka.kafka_message_timeout_ms);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => return Delivery::Enqueued(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if Instant::now() < deadline =>
+                {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Delivery::Refused(error),
+            }
+        }
+    }
+
     /// Runs rounds until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut listener = match PgListener::connect_with(&self.pool).await {
@@ -349,84 +413,66 @@ impl Relay {
             return Ok(Round::NotLeader);
         }
         let (skipped, any_set_aside) = self.keys_to_skip();
-        let rows: Vec<PendingRow> = if skipped.is_empty() {
-            sqlx::query_as(
+        // No row locks: the advisory lock above already makes this the only relay, and locking
+        // each claimed row cost a WAL record per row plus a sort that held back the first row
+        // until the last was read. Without them the planner knows the nested loop over the
+        // queue's primary key yields id order, so rows stream in that order (no sort), and each
+        // is enqueued on the producer as soon as it is decoded: the broker is already busy while
+        // the rest of the claim arrives.
+        let query = if skipped.is_empty() {
+            sqlx::query_as::<_, PendingRow>(
                 // Claim the ids first, then fetch each row by primary key. A join would be planned
                 // from the tables' statistics, which lag far behind a fast-growing outbox (a hash
                 // join over a sequential scan of the whole outbox on every round); `OFFSET 0` keeps
                 // the lookup a per-id index probe whatever the statistics say.
                 "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
                  o.traceparent, o.created_at \
-                 FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                 FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) c \
                  CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
                  ORDER BY c.id",
             )
             .bind(self.settings.batch_size)
-            .fetch_all(&mut *tx)
-            .instrument(tracing::info_span!("outbox.claim", otel.kind = "client"))
-            .await?
         } else {
             // Some keys are set aside: walk the queue in id order past their rows (one primary
             // key probe per pending row until the batch is full), so every other key's oldest
             // rows are claimed and the set-aside keys keep their order for later.
-            sqlx::query_as(
+            sqlx::query_as::<_, PendingRow>(
                 "SELECT o.id, o.event_id, o.topic, o.event_key, o.event_type, o.payload::text AS payload, \
                  o.traceparent, o.created_at \
                  FROM (SELECT p.id FROM outbox_pending p \
                        WHERE (SELECT b.event_key FROM outbox b WHERE b.id = p.id) <> ALL($2) \
-                       ORDER BY p.id LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                       ORDER BY p.id LIMIT $1) c \
                  CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = c.id OFFSET 0) o \
                  ORDER BY c.id",
             )
             .bind(self.settings.batch_size)
             .bind(&skipped)
-            .fetch_all(&mut *tx)
-            .instrument(tracing::info_span!("outbox.claim", otel.kind = "client", skipped_keys = skipped.len()))
-            .await?
         };
+        let mut rows: Vec<PendingRow> = Vec::new();
+        let mut deliveries = Vec::new();
+        let claim = tracing::info_span!(
+            "outbox.claim",
+            otel.kind = "client",
+            skipped_keys = skipped.len()
+        );
+        async {
+            // A round carries thousands of rows over a handful of topics: name each topic once.
+            let mut topics: HashMap<String, String> = HashMap::new();
+            let mut stream = query.fetch(&mut *tx);
+            while let Some(row) = stream.try_next().await? {
+                if !topics.contains_key(&row.topic) {
+                    topics.insert(row.topic.clone(), self.kafka.topic_name(&row.topic));
+                }
+                deliveries.push(self.enqueue(&row, &topics[&row.topic]).await);
+                rows.push(row);
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .instrument(claim)
+        .await?;
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Round::Published(0));
-        }
-
-        // A round carries thousands of rows over a handful of topics: name each topic once.
-        let mut topics: HashMap<&str, String> = HashMap::new();
-        for row in &rows {
-            topics
-                .entry(row.topic.as_str())
-                .or_insert_with(|| self.kafka.topic_name(&row.topic));
-        }
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let topic = &topics[row.topic.as_str()];
-            let event_id = row.event_id.to_string();
-            let mut headers = OwnedHeaders::new_with_capacity(4)
-                .insert(Header {
-                    key: "event_type",
-                    value: Some(row.event_type.as_str()),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/json"),
-                })
-                .insert(Header {
-                    key: "event_id",
-                    value: Some(event_id.as_str()),
-                });
-            if let Some(traceparent) = &row.traceparent {
-                headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent.as_str()),
-                });
-            }
-            let record = FutureRecord::to(topic)
-                .key(row.event_key.as_str())
-                .payload(row.payload.as_bytes())
-                .headers(headers);
-            deliveries.push(self.producer.send(
-                record,
-                Duration::from_millis(self.kafka.kafka_message_timeout_ms),
-            ));
         }
         tracing::Span::current().record("messages", rows.len());
         let publish = tracing::info_span!(
@@ -435,7 +481,7 @@ impl Relay {
             messaging.system = "kafka",
             messaging.batch.message_count = rows.len()
         );
-        let results = futures::future::join_all(deliveries)
+        let results = futures::future::join_all(deliveries.into_iter().map(Delivery::outcome))
             .instrument(publish)
             .await;
 
@@ -461,7 +507,7 @@ impl Relay {
                     self.metrics.outbox_publish_latency.observe(lag.max(0.0));
                 }
                 Ok(_) => {}
-                Err((error, _)) if is_permanent(error.rdkafka_error_code()) => {
+                Err(error) if is_permanent(error.rdkafka_error_code()) => {
                     tracing::error!(
                         outbox_id = row.id,
                         event_id = %row.event_id,
@@ -474,7 +520,7 @@ impl Relay {
                     dead_ids.push(row.id);
                     dead_errors.push(error.to_string());
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     producer_rejected |= matches!(
                         error.rdkafka_error_code(),
                         Some(

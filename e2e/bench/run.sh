@@ -14,7 +14,8 @@
 # Environment: BENCH_ONLY (comma list of b1,b1otel,b1redis,b2,b3,s1,s2,b4; B6 goes with b1; b1otel
 # needs b1; default all),
 # BENCH_SECONDS (per measured run, default 20), BENCH_WARMUP (unmeasured seconds before
-# each run, default 2), PGHOST/PGPORT/PGUSER (default 127.0.0.1/5432/postgres), CARGO_TARGET_DIR,
+# each run, default 2), BENCH_PAIRS (B1 and B2: how many times the peer and the API are measured
+# one after the other, default 3; the pair with the median ratio is reported, every pair is listed), PGHOST/PGPORT/PGUSER (default 127.0.0.1/5432/postgres), CARGO_TARGET_DIR,
 # BENCH_REDIS_URL (default redis://127.0.0.1:6379), BENCH_SKIP_BUILD=1 (use the existing release
 # binary), BENCH_KEEP=1 (keep the work directory), BENCH_OUT (the generated report, default
 # e2e/bench/last-run.md); S1 and S2 take their own knobs (see their headers).
@@ -26,6 +27,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DURATION=${BENCH_SECONDS:-20}
 WARMUP=${BENCH_WARMUP:-2}
+PAIRS=${BENCH_PAIRS:-3}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=plamatio_bench_$$
 DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
@@ -124,6 +126,28 @@ field() { # field NAME FILE: value of NAME=... on the BENCH line
 }
 
 calc() { awk "BEGIN { printf \"%s\", $* }"; }
+
+# paired NAME PEER_FN API_FN: the peer then the API, PAIRS times in turn (this machine's speed
+# drifts by tens of percent within minutes, so one pair can land on either side of a target). The
+# pair with the median ratio becomes $WORK/NAME-peer.wrk and $WORK/NAME-api.wrk; every pair is
+# listed under the table.
+paired() {
+  local name=$1 peer_fn=$2 api_fn=$3 i median
+  : >"$WORK/$name-pairs.txt"
+  for i in $(seq 1 "$PAIRS"); do
+    "$peer_fn" "$name-peer-$i"
+    "$api_fn" "$name-api-$i"
+    printf '%s %s %s\n' "$i" "$(field rps "$WORK/$name-api-$i.wrk")" "$(field rps "$WORK/$name-peer-$i.wrk")" \
+      >>"$WORK/$name-pairs.txt"
+  done
+  median=$(awk '{ printf "%s %.6f\n", $1, ($3 > 0) ? $2 / $3 : 0 }' "$WORK/$name-pairs.txt" | sort -k2 -g |
+    awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  cp "$WORK/$name-peer-$median.wrk" "$WORK/$name-peer.wrk"
+  cp "$WORK/$name-api-$median.wrk" "$WORK/$name-api.wrk"
+  awk -v name="$name" -v median="$median" 'BEGIN { printf "- %s, every pair (API / peer req/s):", name }
+    { printf "%s %.2f× (%.0f / %.0f)%s", (NR > 1 ? "," : ""), ($3 > 0) ? $2 / $3 : 0, $2, $3, ($1 == median ? " ← reported" : "") }
+    END { print "" }' "$WORK/$name-pairs.txt" >>"$WORK/pairs.md"
+}
 
 run_wrk() { # run_wrk NAME CONNECTIONS URL [wrk args...]: warm-up, measured run, BENCH line in $WORK/NAME.wrk
   local name=$1 conns=$2 url=$3
@@ -327,11 +351,10 @@ http {
 EOF
 
   if want b1; then
-    nginx_run b1-nginx
-    b1_api_run b1-api
-    LOAD_RSS=$(sort -n "$WORK/rss-b1-api.txt" | tail -n1)
-    log "B6 max RSS under B1: ${LOAD_RSS} KiB ($(wc -l <"$WORK/rss-b1-api.txt") samples)"
-    row B1 "GET /products/all, cached, in-process cache, 64 conns" "$WORK/b1-api.wrk" "$WORK/b1-nginx.wrk" nginx 0.8 5
+    paired b1 nginx_run b1_api_run
+    LOAD_RSS=$(cat "$WORK"/rss-b1-api-*.txt | sort -n | tail -n1)
+    log "B6 max RSS under B1: ${LOAD_RSS} KiB ($(cat "$WORK"/rss-b1-api-*.txt | wc -l) samples)"
+    row B1 "GET /products/all, cached, in-process cache, 64 conns" "$WORK/b1-api.wrk" "$WORK/b1-peer.wrk" nginx 0.8 5
     rss_row "RSS idle (3 s after start)" "$IDLE_RSS" 64
     rss_row "RSS max under B1 load (1 s samples)" "$LOAD_RSS" 150
   fi
@@ -390,10 +413,9 @@ EOF
   if want b1redis; then
     if redis-cli -u "$REDIS_BENCH_URL" ping >/dev/null 2>&1 || (exec 3<>"/dev/tcp/127.0.0.1/6379") 2>/dev/null; then
       start_api redis REDIS_URL="$REDIS_BENCH_URL" PLAMATIO_CACHE_PREFIX="bench$$:"
-      nginx_run b1-nginx-redis
-      b1_api_run b1-api-redis
-      row B1 "GET /products/all, cached, REDIS_URL set, 64 conns" "$WORK/b1-api-redis.wrk" \
-        "$WORK/b1-nginx-redis.wrk" nginx 0.8 5
+      paired b1redis nginx_run b1_api_run
+      row B1 "GET /products/all, cached, REDIS_URL set, 64 conns" "$WORK/b1redis-api.wrk" \
+        "$WORK/b1redis-peer.wrk" nginx 0.8 5
       stop_pid "$API_PID"
     else
       log "no Redis at $REDIS_BENCH_URL: B1 with REDIS_URL skipped"
@@ -412,8 +434,11 @@ fi
 if want b2; then
   DEAD_PORT=$(free_port $((20000 + $$ % 20000 + 100)))
   start_api nocache REDIS_URL="redis://127.0.0.1:$DEAD_PORT" REDIS_TIMEOUT_MS=50 PLAMATIO_MEMORY_CACHE_MIB=0
-  run_pgbench b2-peer 16 "$HERE/sql/get_product.sql"
-  run_wrk b2-api 64 "$API_URL" -s "$BENCH_LUA_DIR/random_id.lua" -H "Authorization: Bearer $SF_KEY" -- /products/get/
+  b2_peer() { run_pgbench "$1" 16 "$HERE/sql/get_product.sql"; }
+  b2_api() {
+    run_wrk "$1" 64 "$API_URL" -s "$BENCH_LUA_DIR/random_id.lua" -H "Authorization: Bearer $SF_KEY" -- /products/get/
+  }
+  paired b2 b2_peer b2_api
   HITS=$(curl -s "$API_URL/metrics" | awk '/^cache_lookups_total\{.*keyspace="product-cache".*result="hit"/ { s += $NF } END { print s + 0 }')
   MISSES=$(curl -s "$API_URL/metrics" | awk '/^cache_lookups_total\{.*keyspace="product-cache"/ && !/result="hit"/ { s += $NF } END { print s + 0 }')
   log "B2 product-cache look-ups: $HITS hits, $MISSES misses/errors"
@@ -433,6 +458,7 @@ fi
   echo "B2 Plamatio: REDIS_URL on a closed port and no in-process tier (every look-up misses); peer:"
   echo "pgbench -M prepared -c 16 running sql/get_product.sql (the API's SELECT)."
   echo "B3 peer: pgbench -M prepared -c 32 -j 2 running sql/checkout.sql (the API's statements per checkout)."
+  [ ! -f "$WORK/pairs.md" ] || cat "$WORK/pairs.md"
   echo "- load average after the HTTP benchmarks: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT"
 echo

@@ -441,6 +441,12 @@ pub fn adopt_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
+/// Whether a span goes to an OpenTelemetry layer (traces are exported and the request was
+/// sampled): fields only traces show need not be recorded otherwise.
+pub fn is_exported(span: &tracing::Span) -> bool {
+    span.context().span().span_context().is_valid()
+}
+
 /// The trace id of a span, when it belongs to a trace.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();

@@ -404,7 +404,12 @@ fn request_span(names: &RouteNames, request: &axum::http::Request<Body>) -> trac
     span
 }
 
+/// The response status on a traced request's span. Untraced requests skip it: the log layer
+/// would format it for nothing, as no line is written in a request's span after its response.
 fn record_status<B>(response: &axum::http::Response<B>, _latency: Duration, span: &tracing::Span) {
+    if !telemetry::is_exported(span) {
+        return;
+    }
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {

@@ -1014,9 +1014,9 @@ impl SpanStats {
         );
         let avg_ms = |stat: SpanStat| stat.total.as_secs_f64() * 1000.0 / stat.count.max(1) as f64;
         format!(
-            "{} rounds with rows ({:.0} rows each), {:.1} ms per round: Kafka (enqueue → last ack) \
-             {:.1} ms, claim (query and decoding) {:.1} ms, mark (delete and commit) {:.1} ms, \
-             the rest (lock, encoding) {:.1} ms; {} empty rounds of {:.1} ms",
+            "{} rounds with rows ({:.0} rows each), {:.1} ms per round: Kafka (last enqueue → last \
+             ack) {:.1} ms, claim (query, decoding and enqueueing each row) {:.1} ms, mark (delete \
+             and commit) {:.1} ms, the rest (lock, results) {:.1} ms; {} empty rounds of {:.1} ms",
             round.count,
             round.messages as f64 / round.count.max(1) as f64,
             avg_ms(round),

@@ -266,7 +266,8 @@ impl Relay {
     /// Hands one row to the producer. A full producer queue is waited out for up to the message
     /// timeout, as the broker then has plenty to do; any other refusal is the row's outcome.
     async fn enqueue(&self, row: &PendingRow, topic: &str) -> Delivery {
-        let event_id = row.event_id.to_string();
+        let mut event_id = Uuid::encode_buffer();
+        let event_id: &str = row.event_id.hyphenated().encode_lower(&mut event_id);
         let mut headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: "event_type",
@@ -278,7 +279,7 @@ impl Relay {
             })
             .insert(Header {
                 key: "event_id",
-                value: Some(event_id.as_str()),
+                value: Some(event_id),
             });
         if let Some(traceparent) = &row.traceparent {
             headers = headers.insert(Header {

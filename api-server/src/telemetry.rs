@@ -87,7 +87,8 @@ where
     // The log layer does not see the client spans of database and cache calls: they exist for
     // traces, a log line names its request through the request span anyway, and formatting their
     // fields for every call was a measurable share of a cached read. Without an OpenTelemetry
-    // layer nobody wants them, so they are not even created.
+    // layer nobody wants them: `stdout_subscriber` then turns them off globally, so they are not
+    // even created.
     let logged = filter::filter_fn(|metadata| !is_trace_only(metadata));
     layers.push(match format {
         LogFormat::Json => logs

@@ -89,7 +89,7 @@ where
     // fields for every call was a measurable share of a cached read. Without an OpenTelemetry
     // layer nobody wants them: `stdout_subscriber` then turns them off globally, so they are not
     // even created.
-    let logged = filter::filter_fn(|metadata| !is_trace_only(metadata));
+    let logged = without_trace_only_spans();
     layers.push(match format {
         LogFormat::Json => logs
             .json()
@@ -300,15 +300,16 @@ fn stdout_subscriber(
 ) -> impl Subscriber + Send + Sync {
     tracing_subscriber::registry()
         .with(env_filter())
-        .with(provider.is_none().then(trace_only_spans_off))
+        .with(provider.is_none().then(without_trace_only_spans))
         .with(layers(format, std::io::stdout, provider))
 }
 
-/// A global filter that turns the trace-only spans off, for a subscriber without an OpenTelemetry
-/// layer: the log layer's own filter leaves them out of log lines, but a per-layer filter still lets
-/// the registry create, enter and close them (about 3k instructions per cached read); a global
-/// filter makes their callsites never enabled.
-fn trace_only_spans_off<S: Subscriber>() -> impl Layer<S> {
+/// A filter that lets everything but the trace-only spans through. The log layer uses it as its
+/// own (per-layer) filter; a subscriber without an OpenTelemetry layer also installs it as a
+/// global filter, because a per-layer filter still lets the registry create, enter and close
+/// those spans (about 3k instructions per cached read) while a global one makes their callsites
+/// never enabled.
+fn without_trace_only_spans() -> filter::FilterFn {
     filter::filter_fn(|metadata| !is_trace_only(metadata))
 }
 
@@ -605,7 +606,7 @@ mod tests {
     #[test]
     fn without_an_exporter_trace_only_spans_are_not_created() {
         let subscriber = tracing_subscriber::registry()
-            .with(trace_only_spans_off())
+            .with(without_trace_only_spans())
             .with(layers(LogFormat::Pretty, std::io::sink, None));
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::info_span!("cache.get", cache.key = "k").is_disabled());

@@ -1371,6 +1371,21 @@ async fn append_marked(tx: &mut sqlx::PgConnection, n: &str) {
     outbox::append(tx, &[event]).await.unwrap();
 }
 
+/// Two transactions each append a marked event; the later one (higher outbox id) commits, the
+/// earlier one is returned still open.
+async fn commit_the_higher_id_first(
+    pool: &PgPool,
+    low: &str,
+    high: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lower = pool.begin().await.unwrap();
+    append_marked(&mut lower, low).await;
+    let mut higher = pool.begin().await.unwrap();
+    append_marked(&mut higher, high).await;
+    higher.commit().await.unwrap();
+    lower
+}
+
 async fn outbox_id_of(pool: &PgPool, event: &SseEvent) -> i64 {
     sqlx::query_scalar("SELECT id FROM outbox WHERE event_id = $1::uuid")
         .bind(&event.id)
@@ -1407,11 +1422,7 @@ async fn an_event_committed_after_one_with_a_higher_id_still_reaches_the_stream(
 
     // An open stream.
     let mut stream = open_stream(&app, "user_a", None).await;
-    let mut a = app.pool.begin().await.unwrap();
-    append_marked(&mut a, "a").await;
-    let mut b = app.pool.begin().await.unwrap();
-    append_marked(&mut b, "b").await;
-    b.commit().await.unwrap();
+    let a = commit_the_higher_id_first(&app.pool, "a", "b").await;
     let first = stream
         .next(Duration::from_secs(5))
         .await
@@ -1432,11 +1443,7 @@ async fn an_event_committed_after_one_with_a_higher_id_still_reaches_the_stream(
     drop(stream);
 
     // A stream opened between the two commits: B's event is before it, A's after it.
-    let mut c = app.pool.begin().await.unwrap();
-    append_marked(&mut c, "c").await;
-    let mut d = app.pool.begin().await.unwrap();
-    append_marked(&mut d, "d").await;
-    d.commit().await.unwrap();
+    let c = commit_the_higher_id_first(&app.pool, "c", "d").await;
     let mut stream = open_stream(&app, "user_a", None).await;
     c.commit().await.unwrap();
     let events = drain_stream(&mut stream, Duration::from_secs(2)).await;
@@ -1445,11 +1452,7 @@ async fn an_event_committed_after_one_with_a_higher_id_still_reaches_the_stream(
 
     // The client leaves after F's event, before E (lower id) commits, and resumes after F.
     let mut stream = open_stream(&app, "user_a", None).await;
-    let mut e = app.pool.begin().await.unwrap();
-    append_marked(&mut e, "e").await;
-    let mut f = app.pool.begin().await.unwrap();
-    append_marked(&mut f, "f").await;
-    f.commit().await.unwrap();
+    let e = commit_the_higher_id_first(&app.pool, "e", "f").await;
     let seen = stream
         .next(Duration::from_secs(5))
         .await

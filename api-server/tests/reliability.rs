@@ -1277,6 +1277,15 @@ async fn hostile_input_gets_clean_4xx_and_the_server_keeps_answering() {
     )
     .await;
     assert_eq!(status, 200, "a 16 KiB header");
+    // The limit is the whole head's 64 KiB, whatever the read buffer's size when it arrives.
+    let near = format!("X-Large: {}\r\n", "l".repeat(60 * 1024));
+    let (status, _) = raw(
+        port,
+        &request_bytes("GET", b"/products/get/1", &key, near.as_bytes(), b""),
+        quick,
+    )
+    .await;
+    assert_eq!(status, 200, "a 60 KiB header");
 }
 
 /// Opens a connection that sends `request` one byte per second (or nothing at all when empty) and
@@ -1320,11 +1329,19 @@ async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
         b"X-Slow: 1\r\n",
         b"",
     );
-    // 50 slowloris connections (headers one byte per second) and 10 that send nothing.
+    let post = request_bytes("POST", b"/cart/add", &api.storefront, b"", b"{}");
+    // 50 slowloris connections (headers one byte per second), 10 that send nothing, and 20 whose
+    // first bytes could still be HTTP/2's preface while they trickle in: 10 HTTP/1 `POST`s and
+    // 10 prefaces.
     let limit = Duration::from_secs(12);
     let mut slow = Vec::new();
-    for i in 0..60 {
-        let request = if i < 50 { request.clone() } else { Vec::new() };
+    for i in 0..80 {
+        let request = match i {
+            0..50 => request.clone(),
+            50..60 => Vec::new(),
+            60..70 => post.clone(),
+            _ => HTTP2_PREFACE.to_vec(),
+        };
         slow.push(tokio::spawn(slow_client(port, request, limit)));
     }
     // Meanwhile a normal client is answered promptly.
@@ -1349,7 +1366,7 @@ async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
     }
     assert!(
         held.is_empty(),
-        "{} of 60 slow connections were still open after {limit:?} (header read timeout 2 s): {held:?}",
+        "{} of 80 slow connections were still open after {limit:?} (header read timeout 2 s): {held:?}",
         held.len()
     );
     assert!(
@@ -1358,9 +1375,67 @@ async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
     );
     assert!(normal >= 10);
     eprintln!(
-        "slowloris: 60 slow connections closed, the longest after {longest:?}; {normal} normal requests served"
+        "slowloris: 80 slow connections closed, the longest after {longest:?}; {normal} normal requests served"
     );
     assert_still_serving(&mut api, "slow clients").await;
+}
+
+/// What an HTTP/2 client with prior knowledge (h2c) sends first (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads one HTTP/2 frame header (9 bytes) or the first 9 bytes of an HTTP/1 answer.
+async fn first_nine_bytes(stream: &mut TcpStream) -> [u8; 9] {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("the server answered within 5 s")
+        .expect("9 bytes");
+    head
+}
+
+/// The server tells HTTP/2 with prior knowledge from HTTP/1.1 by the connection's first bytes,
+/// also when they arrive in pieces that could still be either.
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_http1_are_told_apart_by_the_first_bytes() {
+    let db = TestDb::new();
+    let api = Api::start(&db, free_port(), &[]).await;
+    let url = format!("http://127.0.0.1:{}", api.port);
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("an h2c client");
+    let response = h2
+        .get(format!("{url}/products/all"))
+        .bearer_auth(&api.storefront)
+        .send()
+        .await
+        .expect("an HTTP/2 answer");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let products: Value = response.json().await.expect("JSON");
+    assert_eq!(products["data"].as_array().map(Vec::len), Some(25));
+
+    // The preface in two writes: the server still speaks HTTP/2 (its first frame is SETTINGS).
+    let mut stream = TcpStream::connect(("127.0.0.1", api.port)).await.unwrap();
+    stream.write_all(&HTTP2_PREFACE[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&HTTP2_PREFACE[5..]).await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap(); // an empty SETTINGS frame
+    let head = first_nine_bytes(&mut stream).await;
+    assert_eq!(head[3], 4, "the first frame is SETTINGS: {head:?}");
+
+    // An HTTP/1 request whose first byte is also the preface's: answered as HTTP/1.1.
+    let mut stream = TcpStream::connect(("127.0.0.1", api.port)).await.unwrap();
+    let request = request_bytes("POST", b"/cart/add", &api.storefront, b"", b"{}");
+    stream.write_all(&request[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&request[1..]).await.unwrap();
+    let head = first_nine_bytes(&mut stream).await;
+    assert_eq!(&head, b"HTTP/1.1 ", "{}", String::from_utf8_lossy(&head));
 }
 
 /// The real client IP still reaches the rate limiter (ConnectInfo): with 127.0.0.1 trusted, each

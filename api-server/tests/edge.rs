@@ -344,6 +344,30 @@ async fn responses_are_compressed_when_asked() {
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-encoding"), Some("gzip"));
+    // Requests naming no coding the API implements skip the compression layer; the others are
+    // compressed as before, whatever the case of the coding's name.
+    for (accept, expected) in [
+        (Some("br"), Some("br")),
+        (Some("GZIP;q=1.0, identity"), Some("gzip")),
+        (Some("deflate, br;q=0.5"), Some("br")),
+        (Some("identity"), None),
+        (Some("deflate"), None),
+        (None, None),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+        let response = app
+            .send(Method::GET, "/products/all", Some(&auth), None, &headers)
+            .await;
+        assert_eq!(response.status, 200, "{accept:?}");
+        assert_eq!(response.header("content-encoding"), expected, "{accept:?}");
+        let vary: Vec<_> = response.headers.get_all("vary").iter().collect();
+        assert!(
+            vary.iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding")),
+            "{accept:?}: vary {vary:?}"
+        );
+    }
 }
 
 #[tokio::test]

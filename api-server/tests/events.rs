@@ -1199,7 +1199,10 @@ async fn open_stream(app: &TestApp, user_id: &str, last_event_id: Option<&str>) 
     let mut builder = Request::builder()
         .method(Method::GET)
         .uri(format!("/events/stream/{user_id}"))
-        .header("authorization", format!("Bearer {}", app.storefront_key));
+        .header("authorization", format!("Bearer {}", app.storefront_key))
+        // as a browser's EventSource asks: an event stream is never compressed
+        .header("accept", "text/event-stream")
+        .header("accept-encoding", "gzip, deflate, br");
     if let Some(id) = last_event_id {
         builder = builder.header("last-event-id", id);
     }
@@ -1220,6 +1223,7 @@ async fn open_stream(app: &TestApp, user_id: &str, last_event_id: Option<&str>) 
         content_type.starts_with("text/event-stream"),
         "content-type {content_type}"
     );
+    assert_eq!(response.headers().get("content-encoding"), None);
     SseReader {
         body: response.into_body(),
         buffer: String::new(),

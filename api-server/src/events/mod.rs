@@ -84,6 +84,9 @@ async fn post_user_events(
     Ok(Json(Accepted { accepted }))
 }
 
+/// The route template of [`stream_user_events`] (as the router and `MatchedPath` spell it).
+pub const STREAM_ROUTE: &str = "/events/stream/{user_id}";
+
 /// Server-Sent Events of one user's committed cart, order and user changes (`event:` the event
 /// type, `id:` the event id, `data:` the payload of events.md). Resume with `Last-Event-ID`.
 #[utoipa::path(get, path = "/events/stream/{user_id}", tag = "events",

@@ -370,6 +370,51 @@ async fn responses_are_compressed_when_asked() {
     }
 }
 
+/// A write is never answered 406 after it committed: with every coding ruled out
+/// (`identity;q=0`), the compression layer would overwrite the handler's status; writes skip it.
+#[tokio::test]
+async fn a_write_refusing_every_coding_is_answered_with_its_real_status() {
+    let app = TestApp::new().await;
+    let auth = format!("Bearer {}", app.admin_key);
+    let product = json!({
+        "name": "Llama Coding Probe", "description": "d", "imageUrl": "https://x.example/y.png",
+        "price": 10, "previousPrice": 12, "category": 1, "subCategory": 1, "offered": true
+    });
+    let response = app
+        .send(
+            Method::POST,
+            "/products/add",
+            Some(&auth),
+            Some(&product),
+            &[("accept-encoding", "identity;q=0, *;q=0")],
+        )
+        .await;
+    assert!(
+        response.status.is_success(),
+        "{}: {}",
+        response.status,
+        response.body
+    );
+    assert_eq!(response.header("content-encoding"), None);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM products WHERE name = 'Llama Coding Probe'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 1);
+    // A read that rules out every coding still gets the compression layer's 406.
+    let response = app
+        .send(
+            Method::GET,
+            "/products/all",
+            Some(&auth),
+            None,
+            &[("accept-encoding", "identity;q=0, *;q=0")],
+        )
+        .await;
+    assert_eq!(response.status, 406);
+}
+
 #[tokio::test]
 async fn metrics_are_public_prometheus_text() {
     let app = TestApp::new().await;

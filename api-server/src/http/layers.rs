@@ -601,14 +601,19 @@ impl Around for HttpCaching {
     }
 }
 
-/// Whether the response to `request` goes through the compression layer: when the client sends
-/// `Accept-Encoding` (browsers always do), except on the event stream, whose `text/event-stream`
-/// answers the layer never compresses. The others skip the layer's body wrapper, which holds a
-/// brotli encoder's state inline: about 5.8 KiB allocated per response, and kept for an event
-/// stream's whole life. Without `Accept-Encoding` the layer would choose no coding anyway;
-/// [`vary_on_accept_encoding`] keeps the `Vary` header it would have added.
+/// Whether the response to `request` goes through the compression layer: a read (`GET`, `HEAD`)
+/// whose client sends `Accept-Encoding` (browsers always do), except on the event stream, whose
+/// `text/event-stream` answers the layer never compresses. The others skip the layer's body
+/// wrapper, which holds a brotli encoder's state inline: about 5.8 KiB allocated per response, and
+/// kept for an event stream's whole life. Without `Accept-Encoding` the layer would choose no
+/// coding anyway; [`vary_on_accept_encoding`] keeps the `Vary` header it would have added.
+///
+/// Writes never pass: when `Accept-Encoding` rules out every coding (`identity;q=0`), the layer
+/// answers 406 *after* the handler ran, so a committed write would be reported as refused and
+/// likely retried. A write's answer is small and is sent without a coding instead.
 fn may_compress(request: &Request) -> bool {
-    request.headers().contains_key(header::ACCEPT_ENCODING)
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.headers().contains_key(header::ACCEPT_ENCODING)
         && route_of(request) != crate::events::STREAM_ROUTE
 }
 

@@ -351,7 +351,8 @@ async fn serve_http(
         // The exact limit: `max_buf_size` alone lets through a head that fits the read buffer's
         // spare capacity (a 65.7 KB head was answered 200 once that capacity had doubled).
         .max_header_size(MAX_REQUEST_HEAD_BYTES);
-    let http2 = http2::Builder::new(TokioExecutor::new());
+    // Shared by every connection: its task holds a pointer, not a copy of both configurations.
+    let builders = Arc::new((http1, http2::Builder::new(TokioExecutor::new())));
     let graceful = GracefulShutdown::new();
     // Closed when shutdown begins: ends connections that have not said which protocol they speak
     // (the others are told by `graceful`).
@@ -373,7 +374,7 @@ async fn serve_http(
             },
         ));
         let watcher = graceful.watcher();
-        let (http1, http2) = (http1.clone(), http2.clone());
+        let builders = Arc::clone(&builders);
         let mut closed = closed.clone();
         tokio::spawn(async move {
             let serve = async {
@@ -384,14 +385,14 @@ async fn serve_http(
                 drop(closed);
                 match protocol {
                     Some(Protocol::Http1) => {
-                        let connection = http1.serve_connection(TokioIo::new(stream), service);
+                        let connection = builders.0.serve_connection(TokioIo::new(stream), service);
                         watcher
                             .watch(connection)
                             .await
                             .map_err(std::io::Error::other)
                     }
                     Some(Protocol::Http2) => {
-                        let connection = http2.serve_connection(TokioIo::new(stream), service);
+                        let connection = builders.1.serve_connection(TokioIo::new(stream), service);
                         Box::pin(watcher.watch(connection))
                             .await
                             .map_err(std::io::Error::other)

@@ -13,6 +13,8 @@
 //!    backlog's payloads (same topic, keys and headers), all enqueued then awaited; latency =
 //!    enqueue → acknowledgement. Run before and after the backlog drain; the ratio uses their mean.
 //!
+//! The relay and the peer run in this process on the API's allocator (mimalloc).
+//!
 //! Knobs (environment): `B4_EVENTS` (100000), `B4_WRITERS` (8), `B4_BATCH_SIZE` (the relay's
 //! default), `B4_COMPRESSION` (the `KafkaConfig` default), `B4_DATABASE_SERVER` (else
 //! `TEST_DATABASE_SERVER`, else `postgres://postgres@127.0.0.1:5432`), `TANSU_BIN`.
@@ -57,6 +59,11 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, filter};
 use uuid::Uuid;
+
+/// The API process's allocator (`src/main.rs`): the relay allocates for every row it claims, so
+/// it is measured with the allocator it runs on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USERS: usize = 1_000;
 const LATENCY_TARGET_MS: f64 = 100.0;
@@ -206,6 +213,7 @@ async fn run(spans: SpanStats) -> anyhow::Result<()> {
 
     spans.reset();
     let baseline = metrics.outbox_published.get();
+    eprintln!("b4: backlog drain started");
     let started = Instant::now();
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(RELAY_LOCK)
@@ -218,6 +226,7 @@ async fn run(spans: SpanStats) -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     wait_published(&metrics, baseline + total as u64, Duration::from_secs(600)).await?;
+    eprintln!("b4: backlog drain ended");
     let backlog = Run {
         events: total,
         elapsed: started.elapsed(),
@@ -962,23 +971,32 @@ fn percentile(values: &[i64], p: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Relay round timing from its tracing spans (`outbox.relay_round`, `kafka.publish`)
+// Relay round timing from its tracing spans (`outbox.relay_round` and its phases)
+
+/// The phases of a round, each a child span of `outbox.relay_round`: the claim (query, decoding
+/// and enqueueing each row), Kafka (last enqueue → last ack) and the mark (delete and commit).
+const PHASES: [&str; 3] = ["outbox.claim", "kafka.publish", "outbox.mark"];
 
 #[derive(Clone, Default)]
 struct SpanStats {
     inner: Arc<Mutex<HashMap<&'static str, SpanStat>>>,
 }
 
+/// Rounds of one kind (with rows, or empty): how many, their total time and messages, and the
+/// total time of each phase within those rounds.
 #[derive(Clone, Copy, Default)]
 struct SpanStat {
     count: u64,
     total: Duration,
     messages: u64,
+    phases: [Duration; 3],
 }
 
 struct SpanStart {
     at: Instant,
     messages: u64,
+    /// Time of the round's phases so far (children add theirs when they close).
+    phases: [Duration; 3],
 }
 
 struct MessagesField(u64);
@@ -1002,38 +1020,31 @@ impl SpanStats {
         self.inner.lock().expect("span stats").clear();
     }
 
+    /// Per round with rows: its time and each phase's, averaged over those rounds only (a phase of
+    /// an empty round is counted with the empty rounds).
     fn snapshot(&self) -> String {
         let stats = self.inner.lock().expect("span stats");
         let stat = |name| stats.get(name).copied().unwrap_or_default();
-        let (round, empty, publish, claim, mark) = (
-            stat("outbox.relay_round"),
-            stat(EMPTY_ROUND),
-            stat("kafka.publish"),
-            stat("outbox.claim"),
-            stat("outbox.mark"),
-        );
-        let avg_ms = |stat: SpanStat| stat.total.as_secs_f64() * 1000.0 / stat.count.max(1) as f64;
+        let (round, empty) = (stat(ROUND), stat(EMPTY_ROUND));
+        let ms = |total: Duration, count: u64| total.as_secs_f64() * 1000.0 / count.max(1) as f64;
+        let [claim, publish, mark] = round.phases.map(|phase| ms(phase, round.count));
+        let whole = ms(round.total, round.count);
         format!(
-            "{} rounds with rows ({:.0} rows each), {:.1} ms per round: Kafka (last enqueue → last \
-             ack) {:.1} ms, claim (query, decoding and enqueueing each row) {:.1} ms, mark (delete \
-             and commit) {:.1} ms, the rest (lock, results) {:.1} ms; {} empty rounds of {:.1} ms",
+            "{} rounds with rows ({:.0} rows each), {whole:.1} ms per round: claim (query, decoding \
+             and enqueueing each row) {claim:.1} ms, Kafka (last enqueue → last ack) {publish:.1} ms, \
+             mark (delete and commit) {mark:.1} ms, the rest (transaction, lock, results) {:.1} ms; \
+             {} empty rounds of {:.1} ms",
             round.count,
             round.messages as f64 / round.count.max(1) as f64,
-            avg_ms(round),
-            avg_ms(publish),
-            claim.total.as_secs_f64() * 1000.0 / (round.count + empty.count).max(1) as f64,
-            mark.total.as_secs_f64() * 1000.0 / (round.count + empty.count).max(1) as f64,
-            avg_ms(round)
-                - avg_ms(publish)
-                - (claim.total + mark.total).as_secs_f64() * 1000.0
-                    / (round.count + empty.count).max(1) as f64,
+            whole - claim - publish - mark,
             empty.count,
-            avg_ms(empty),
+            ms(empty.total, empty.count),
         )
     }
 }
 
-/// The statistics key of relay rounds that found nothing to publish.
+/// The statistics keys of relay rounds that published rows, and of those that found nothing.
+const ROUND: &str = "outbox.relay_round";
 const EMPTY_ROUND: &str = "outbox.relay_round (empty)";
 
 impl<S> Layer<S> for SpanStats
@@ -1047,6 +1058,7 @@ where
             span.extensions_mut().insert(SpanStart {
                 at: Instant::now(),
                 messages: messages.0,
+                phases: Default::default(),
             });
         }
     }
@@ -1064,18 +1076,36 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(&id)
-            && let Some(start) = span.extensions().get::<SpanStart>()
-        {
-            let name = match span.name() {
-                "outbox.relay_round" if start.messages == 0 => EMPTY_ROUND,
-                name => name,
-            };
-            let mut stats = self.inner.lock().expect("span stats");
-            let stat = stats.entry(name).or_default();
-            stat.count += 1;
-            stat.total += start.at.elapsed();
-            stat.messages += start.messages;
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some((elapsed, messages, phases)) = span
+            .extensions()
+            .get::<SpanStart>()
+            .map(|start| (start.at.elapsed(), start.messages, start.phases))
+        else {
+            return;
+        };
+        if let Some(phase) = PHASES.iter().position(|name| *name == span.name()) {
+            if let Some(round) = span.parent().filter(|parent| parent.name() == ROUND)
+                && let Some(start) = round.extensions_mut().get_mut::<SpanStart>()
+            {
+                start.phases[phase] += elapsed;
+            }
+            return;
+        }
+        if span.name() != ROUND {
+            return;
+        }
+        let mut stats = self.inner.lock().expect("span stats");
+        let stat = stats
+            .entry(if messages == 0 { EMPTY_ROUND } else { ROUND })
+            .or_default();
+        stat.count += 1;
+        stat.total += elapsed;
+        stat.messages += messages;
+        for (total, phase) in stat.phases.iter_mut().zip(phases) {
+            *total += phase;
         }
     }
 }

@@ -35,7 +35,9 @@ use plamatio_api::cart::model::CartItem;
 use plamatio_api::db;
 use plamatio_api::events::kafka::KafkaConfig;
 use plamatio_api::events::outbox::{self, OutboxEvent, Topic};
-use plamatio_api::events::relay::{Relay, RelaySettings};
+use plamatio_api::events::relay::{
+    CLAIM_SPAN, MARK_SPAN, PUBLISH_SPAN, RELAY_LOCK, ROUND_SPAN, Relay, RelaySettings,
+};
 use plamatio_api::metrics::Metrics;
 use plamatio_api::telemetry::with_client_traceparent;
 use plamatio_testkit::{
@@ -128,10 +130,6 @@ impl Settings {
         })
     }
 }
-
-/// The relay's advisory lock key (`RELAY_LOCK` in `events/relay.rs`): holding it keeps the relay
-/// idle (every round returns `NotLeader`) while the backlog is written.
-const RELAY_LOCK: i64 = 0x706c_616d_6174_696f;
 
 async fn run(spans: SpanStats) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
@@ -973,9 +971,8 @@ fn percentile(values: &[i64], p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Relay round timing from its tracing spans (`outbox.relay_round` and its phases)
 
-/// The phases of a round, each a child span of `outbox.relay_round`: the claim (query, decoding
-/// and enqueueing each row), Kafka (last enqueue → last ack) and the mark (delete and commit).
-const PHASES: [&str; 3] = ["outbox.claim", "kafka.publish", "outbox.mark"];
+/// The phases of a round, in the order they are printed (see `relay::ROUND_SPAN`).
+const PHASES: [&str; 3] = [CLAIM_SPAN, PUBLISH_SPAN, MARK_SPAN];
 
 #[derive(Clone, Default)]
 struct SpanStats {
@@ -1044,7 +1041,7 @@ impl SpanStats {
 }
 
 /// The statistics keys of relay rounds that published rows, and of those that found nothing.
-const ROUND: &str = "outbox.relay_round";
+const ROUND: &str = ROUND_SPAN;
 const EMPTY_ROUND: &str = "outbox.relay_round (empty)";
 
 impl<S> Layer<S> for SpanStats

@@ -45,7 +45,15 @@ use crate::metrics::Metrics;
 const RENEW_AFTER_FAILURES: u32 = 3;
 
 /// The advisory lock that elects the working relay.
-const RELAY_LOCK: i64 = 0x706c_616d_6174_696f; // "plamatio"
+pub const RELAY_LOCK: i64 = 0x706c_616d_6174_696f; // "plamatio"
+
+/// The span of one relay round, and of its three phases (children of the round): the claim (query,
+/// decoding and enqueueing each row), Kafka (last enqueue → last acknowledgement) and the mark
+/// (delete and commit).
+pub const ROUND_SPAN: &str = "outbox.relay_round";
+pub const CLAIM_SPAN: &str = "outbox.claim";
+pub const PUBLISH_SPAN: &str = "kafka.publish";
+pub const MARK_SPAN: &str = "outbox.mark";
 
 /// Most keys set aside at once; past it, failing keys are retried with the whole round.
 const MAX_SET_ASIDE_KEYS: usize = 1000;
@@ -403,7 +411,7 @@ impl Relay {
     }
 
     /// One claim → publish → mark round.
-    #[tracing::instrument(name = "outbox.relay_round", skip_all, fields(messages = tracing::field::Empty))]
+    #[tracing::instrument(name = ROUND_SPAN, skip_all, fields(messages = tracing::field::Empty))]
     pub async fn round(&self) -> Result<Round, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -452,7 +460,7 @@ impl Relay {
         let mut rows: Vec<PendingRow> = Vec::new();
         let mut deliveries = Vec::new();
         let claim = tracing::info_span!(
-            "outbox.claim",
+            CLAIM_SPAN,
             otel.kind = "client",
             skipped_keys = skipped.len()
         );
@@ -477,7 +485,7 @@ impl Relay {
         }
         tracing::Span::current().record("messages", rows.len());
         let publish = tracing::info_span!(
-            "kafka.publish",
+            PUBLISH_SPAN,
             otel.kind = "producer",
             messaging.system = "kafka",
             messaging.batch.message_count = rows.len()
@@ -572,7 +580,7 @@ impl Relay {
             }
             tx.commit().await
         }
-        .instrument(tracing::info_span!("outbox.mark", otel.kind = "client"))
+        .instrument(tracing::info_span!(MARK_SPAN, otel.kind = "client"))
         .await?;
         self.metrics.outbox_published.inc_by(published.len() as u64);
         self.metrics
